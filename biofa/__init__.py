@@ -1,0 +1,17 @@
+"""biofa: learning rules without weight transport (FA, DFA, sign symmetry, Kolen-Pollack).
+
+>>> import biofa, torchvision
+>>> model = torchvision.models.resnet18(num_classes=10)
+>>> report = biofa.convert(model, "fa")          # every Linear/Conv2d now learns with FA
+>>> rows = biofa.metrics.alignment(model)        # angle between W and B per layer
+"""
+
+from . import metrics
+from .convert import ConversionReport, convert
+from .layers import Conv2d, Linear, feedback_layers, frozen_feedback, true_gradient
+from .methods import METHODS, PAPER_METHODS
+
+__version__ = "0.1.0"
+
+__all__ = ["convert", "ConversionReport", "Linear", "Conv2d", "METHODS", "PAPER_METHODS",
+           "feedback_layers", "true_gradient", "frozen_feedback", "metrics", "__version__"]

@@ -1,0 +1,148 @@
+"""Turn any PyTorch model into one that learns with a feedback-alignment rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .layers import LAYER_OPTIONS, Conv2d, FeedbackLayer, Linear
+from .methods import METHODS, DFAHub, get_rule
+
+#: Options only ``dfa`` takes: the projections need the network's output size and the
+#: per-sample input shape of every layer.
+DFA_OPTIONS = ("num_classes", "input_size", "output_layer")
+
+
+@dataclass
+class ConversionReport:
+    """What ``convert`` did: the layers it swapped and the ones it left on exact gradients."""
+
+    method: str
+    converted: list[tuple[str, str]] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    output_layer: str | None = None
+
+    def __str__(self) -> str:
+        lines = [f"biofa.convert: {len(self.converted)} layers now learn with {self.method!r}"]
+        lines += [f"  {name:<40} {kind}" for name, kind in self.converted]
+        if self.output_layer is not None:
+            lines.append(f"  output layer (receives the true error): {self.output_layer}")
+        if self.kept:
+            kinds = sorted({kind for _, kind in self.kept})
+            lines.append(f"  left on exact gradients: {len(self.kept)} modules ({', '.join(kinds)})")
+        return "\n".join(lines)
+
+
+def _check_options(method: str, options: dict) -> None:
+    get_rule(method)
+    valid = LAYER_OPTIONS + (DFA_OPTIONS if method == "dfa" else ())
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        hint = f" ({', '.join(DFA_OPTIONS)} are for dfa only)" if method != "dfa" else ""
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method "
+                         f"{method!r}; valid options: {', '.join(valid)}{hint}")
+
+
+def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and name]
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], int]:
+    """Per-sample input shape of each target layer and the output numel, by a dry run."""
+    device = next(model.parameters()).device
+    shapes: dict[str, tuple] = {}
+
+    def record(name):
+        def hook(module, args, out):
+            shapes.setdefault(name, tuple(args[0].shape[1:]))
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in targets]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_size, device=device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    unused = [name for name, _ in targets if name not in shapes]
+    if unused:
+        raise ValueError(f"dfa: layers {unused} are not used in the forward pass; "
+                         "remove them or convert them yourself")
+    return shapes, out[0].numel()
+
+
+def convert(model: nn.Module, method: str, **options) -> ConversionReport:
+    """Swap every ``nn.Linear`` / ``nn.Conv2d`` (subclasses too) of ``model`` in place.
+
+    The new layers share the old weight and bias Parameters, so the forward function is
+    unchanged (unless ``init`` redraws it) and an existing optimiser keeps working; all
+    other modules (batch norm, pooling, attention) stay on exact gradients.
+
+    Options for every method: ``init`` (None, "xavier", "kaiming"), ``gradient_clip``,
+    ``constrain_weights``. For ``dfa`` also: ``num_classes`` (checked against the model
+    when the output size is known), ``input_size`` (per-sample shape such as (3, 32, 32);
+    required when the model has convolutions or non-flat inputs) and ``output_layer``
+    (its name; default the last Linear/Conv2d in module order).
+    """
+    _check_options(method, options)
+    dfa = {key: options.pop(key) for key in DFA_OPTIONS if key in options}
+    targets = _targets(model)
+    if not targets:
+        raise ValueError("convert: the model has no nn.Linear or nn.Conv2d layer to convert")
+    report = ConversionReport(method)
+    if method == "dfa":
+        setup_dfa = _DFAPlan(model, targets, **dfa)
+        report.output_layer = setup_dfa.output
+    for name, module in targets:
+        cls = Conv2d if isinstance(module, nn.Conv2d) else Linear
+        new = cls.from_module(module, method, **options)
+        _swap(model, name, new)
+        report.converted.append((name, type(module).__name__))
+        if method == "dfa":
+            setup_dfa(name, new)
+    converted = {name for name, _ in targets}
+    report.kept = [(name, type(m).__name__) for name, m in model.named_modules()
+                   if name and not isinstance(m, FeedbackLayer) and not list(m.children())
+                   and name not in converted]
+    return report
+
+
+class _DFAPlan:
+    """Where each DFA layer's projection lands; attaches layers to one shared hub."""
+
+    def __init__(self, model, targets, num_classes=None, input_size=None, output_layer=None):
+        names = [name for name, _ in targets]
+        self.output = output_layer or names[-1]
+        if self.output not in names:
+            raise ValueError(f"dfa: output_layer {self.output!r} is not a Linear/Conv2d of the "
+                             f"model; candidates: {', '.join(names)}")
+        if input_size is not None:
+            self.shapes, outputs = _shapes(model, targets, tuple(input_size))
+        elif all(isinstance(m, nn.Linear) for _, m in targets):
+            self.shapes = {name: (m.in_features,) for name, m in targets}
+            outputs = dict(targets)[self.output].out_features
+        else:
+            raise ValueError("dfa: this model has convolutions, so the projections need the "
+                             "input shape; pass input_size, e.g. "
+                             "biofa.convert(model, 'dfa', input_size=(3, 32, 32))")
+        if num_classes is not None and num_classes != outputs:
+            raise ValueError(f"dfa: num_classes={num_classes} but the model outputs {outputs} values")
+        self.outputs, self.hub = outputs, DFAHub()
+
+    def __call__(self, name: str, layer: FeedbackLayer) -> None:
+        layer.rule.attach(layer, self.hub, self.outputs, self.shapes[name], name == self.output)
+
+
+__all__ = ["convert", "ConversionReport", "METHODS", "DFA_OPTIONS"]

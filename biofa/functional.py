@@ -1,0 +1,97 @@
+"""Linear and convolution whose backward pass sends the error through a feedback matrix.
+
+Forward is the ordinary ``F.linear`` / ``F.conv2d``. Backward costs what
+backpropagation costs, one product for the error and one for the weight gradient:
+
+* grad_weight = the true local gradient, error times the layer's own input;
+* grad_input  = the error through ``feedback`` (B) instead of the weight, or nothing
+  when ``feedback`` is None (DFA's layers get their error from the output instead);
+* the gradient for ``feedback`` is grad_weight when ``learn_feedback`` (Kolen-Pollack).
+
+``clip`` clamps the incoming error elementwise to [-clip, clip] before it is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+class _LinearFeedback(torch.autograd.Function):
+    @staticmethod
+    def forward(x, weight, bias, feedback, learn_feedback, clip):
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, feedback, learn_feedback, clip = inputs
+        ctx.save_for_backward(x, feedback)
+        ctx.learn_feedback = learn_feedback
+        ctx.clip = clip
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, feedback = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if ctx.clip is not None:
+            grad_out = grad_out.clamp(-ctx.clip, ctx.clip)
+        grad_x = grad_w = grad_b = None
+        if need_x and feedback is not None:
+            grad_x = grad_out.matmul(feedback.to(grad_out.dtype))
+        flat = grad_out.reshape(-1, grad_out.shape[-1])
+        if need_w or ctx.learn_feedback:
+            grad_w = flat.t().mm(x.reshape(-1, x.shape[-1]).to(flat.dtype))
+        if need_b:
+            grad_b = flat.sum(0)
+        return (grad_x, grad_w if need_w else None, grad_b,
+                grad_w if ctx.learn_feedback else None, None, None)
+
+
+class _Conv2dFeedback(torch.autograd.Function):
+    @staticmethod
+    def forward(x, weight, bias, feedback, learn_feedback, clip, stride, padding, dilation, groups):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, feedback, learn_feedback, clip, stride, padding, dilation, groups = inputs
+        # The weight gradient needs only the weight's shape: when no error is sent
+        # down, the weight stands in for B in the fused backward call.
+        ctx.save_for_backward(x, weight if feedback is None else feedback)
+        ctx.sends_error = feedback is not None
+        ctx.bias_sizes = None if bias is None else [bias.shape[0]]
+        ctx.learn_feedback = learn_feedback
+        ctx.clip = clip
+        ctx.conv = (stride, padding, dilation, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, matrix = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if ctx.clip is not None:
+            grad_out = grad_out.clamp(-ctx.clip, ctx.clip)
+        stride, padding, dilation, groups = ctx.conv
+        mask = [need_x and ctx.sends_error, need_w or ctx.learn_feedback, need_b]
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out, x.to(grad_out.dtype), matrix.to(grad_out.dtype), ctx.bias_sizes,
+            stride, padding, dilation, False, [0, 0], groups, mask)
+        return (grad_x, grad_w if need_w else None, grad_b,
+                grad_w if ctx.learn_feedback else None) + (None,) * 6
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None,
+           learn_feedback: bool = False, clip: float | None = None) -> Tensor:
+    """``F.linear`` whose input gradient goes through ``feedback`` (any leading dims)."""
+    return _LinearFeedback.apply(x, weight, bias, feedback, learn_feedback, clip)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None,
+           stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups: int = 1,
+           learn_feedback: bool = False, clip: float | None = None) -> Tensor:
+    """``F.conv2d`` (integer padding) whose input gradient goes through ``feedback``."""
+    return _Conv2dFeedback.apply(x, weight, bias, feedback, learn_feedback, clip,
+                                 list(stride), list(padding), list(dilation), groups)

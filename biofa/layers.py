@@ -1,0 +1,220 @@
+"""``Linear`` and ``Conv2d`` that learn with any rule of ``biofa.methods``.
+
+They are subclasses of the torch layers with the same forward pass, arguments and
+state; the rule only decides which matrix carries the error backwards.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import functional
+from .methods import INITS, get_rule
+from .methods.base import fill_
+
+#: Options every method accepts, on a layer or through ``biofa.convert``.
+LAYER_OPTIONS = ("init", "gradient_clip", "constrain_weights")
+
+
+def _check_clip(gradient_clip) -> float | None:
+    if gradient_clip is None or gradient_clip is False:
+        return None
+    if gradient_clip is True:
+        return 1.0
+    if isinstance(gradient_clip, (int, float)) and gradient_clip > 0:
+        return float(gradient_clip)
+    raise ValueError(f"gradient_clip must be a positive number, true or null, got {gradient_clip!r}")
+
+
+class FeedbackLayer:
+    """What ``Linear`` and ``Conv2d`` share: the rule, its options and its bookkeeping."""
+
+    #: Plain backprop through this layer (``true_gradient``), whatever the rule.
+    exact: bool = False
+    #: No refresh of B and no weight constraint (``frozen_feedback``, for measurements).
+    frozen: bool = False
+
+    def set_method(self, method: str, *, init: str | None = None, gradient_clip=None,
+                   constrain_weights: bool = False):
+        """Switch this layer to ``method``; returns the layer.
+
+        init: None keeps the weights and draws B from torch's default layer init;
+            ``xavier`` (the paper's setting) or ``kaiming`` redraws W and B from that
+            distribution and zeroes the bias.
+        gradient_clip: clamp the error entering this layer's backward to [-c, c]
+            (True means c = 1).
+        constrain_weights: after every optimiser step rescale W, in place, to the
+            norm it had when the method was set.
+        """
+        rule = get_rule(method)
+        if init is not None and init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
+        clip = _check_clip(gradient_clip)
+        if getattr(self, "rule", None) is not None:
+            self.rule.teardown(self)
+        if init is not None:
+            fill_(init, self.weight.data)
+            if self.bias is not None:
+                self.bias.data.zero_()
+        self.method, self.rule, self.init_scheme = method, rule, init or "default"
+        self.gradient_clip, self.constrain_weights = clip, bool(constrain_weights)
+        self._buffers.pop("initial_weight_norm", None)
+        if self.constrain_weights:
+            self.register_buffer("initial_weight_norm", self.weight.detach().norm())
+        self._constrained_version = self._refreshed_version = None
+        rule.setup(self)
+        return self
+
+    def _before_forward(self) -> None:
+        """Apply the weight constraint and refresh B once after each optimiser step.
+
+        An optimiser step changes the weight in place, which bumps its version
+        counter: comparing versions finds the first forward pass after a step with
+        no hook on the optimiser.
+        """
+        if self.frozen:
+            return
+        version = self.weight._version
+        if self.constrain_weights and version != self._constrained_version:
+            with torch.no_grad():
+                self.weight.mul_(self.initial_weight_norm / self.weight.norm())
+            version = self._constrained_version = self.weight._version
+        if self.training and torch.is_grad_enabled() and version != self._refreshed_version:
+            with torch.no_grad():
+                self.rule.refresh(self)
+            self._refreshed_version = version
+
+    def _plain(self) -> bool:
+        return (self.exact or not torch.is_grad_enabled()
+                or (not self.rule.custom_backward and self.gradient_clip is None))
+
+    def feedback_matrix(self) -> Tensor | None:
+        """The B the backward pass uses now (None where it has no W-shaped B: dfa)."""
+        with torch.no_grad():
+            return self.rule.feedback(self)
+
+    def extra_repr(self) -> str:
+        extra = f", method={self.method}"
+        if self.init_scheme != "default":
+            extra += f", init={self.init_scheme}"
+        if self.gradient_clip is not None:
+            extra += f", gradient_clip={self.gradient_clip}"
+        if self.constrain_weights:
+            extra += ", constrain_weights=True"
+        return super().extra_repr() + extra
+
+
+class Linear(FeedbackLayer, nn.Linear):
+    """``nn.Linear`` learning with ``method``; takes input of any shape (..., in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device=None, dtype=None, *, method: str, **options) -> None:
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.set_method(method, **options)
+
+    @classmethod
+    def from_module(cls, module: nn.Linear, method: str, **options) -> "Linear":
+        """A ``Linear`` sharing ``module``'s weight and bias Parameters."""
+        new = cls(module.in_features, module.out_features, module.bias is not None,
+                  device="meta", method="bp")
+        new.weight, new.bias = module.weight, module.bias
+        new.train(module.training)
+        return new.set_method(method, **options)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._before_forward()
+        if self._plain():
+            return F.linear(x, self.weight, self.bias)
+        out = functional.linear(x, self.weight, self.bias, self.rule.feedback(self),
+                                self.rule.learns_feedback, self.gradient_clip)
+        return self.rule.after_forward(self, x, out)
+
+
+class Conv2d(FeedbackLayer, nn.Conv2d):
+    """``nn.Conv2d`` learning with ``method``: groups, dilation, every padding and padding_mode."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None, *, method: str, **options) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+        self.set_method(method, **options)
+
+    @classmethod
+    def from_module(cls, module: nn.Conv2d, method: str, **options) -> "Conv2d":
+        """A ``Conv2d`` sharing ``module``'s weight and bias Parameters."""
+        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                  module.padding, module.dilation, module.groups, module.bias is not None,
+                  module.padding_mode, device="meta", method="bp")
+        new.weight, new.bias = module.weight, module.bias
+        new.train(module.training)
+        return new.set_method(method, **options)
+
+    def _explicit_padding(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The input padded as the torch layer would, and the padding left to the conv."""
+        pads = self._reversed_padding_repeated_twice  # (left, right, top, bottom)
+        if self.padding_mode != "zeros":
+            return F.pad(x, pads, mode=self.padding_mode), (0, 0)
+        if not isinstance(self.padding, str):
+            return x, self.padding
+        if pads[0::2] == pads[1::2]:
+            return x, (pads[2], pads[0])
+        return F.pad(x, pads), (0, 0)  # "same" with an even kernel pads one side more
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._before_forward()
+        if self._plain():
+            return self._conv_forward(x, self.weight, self.bias)
+        padded, padding = self._explicit_padding(x)
+        unbatched = padded.dim() == 3
+        out = functional.conv2d(padded.unsqueeze(0) if unbatched else padded, self.weight,
+                                self.bias, self.rule.feedback(self), self.stride, padding,
+                                self.dilation, self.groups, self.rule.learns_feedback,
+                                self.gradient_clip)
+        out = out.squeeze(0) if unbatched else out
+        return self.rule.after_forward(self, x, out)
+
+
+def feedback_layers(model: nn.Module) -> Iterator[tuple[str, FeedbackLayer]]:
+    """``(name, layer)`` for every biofa layer in ``model``, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, FeedbackLayer):
+            yield name, module
+
+
+@contextmanager
+def _setting(model: nn.Module, attribute: str):
+    layers = [layer for _, layer in feedback_layers(model)]
+    before = [layer.__dict__.get(attribute) for layer in layers]
+    for layer in layers:
+        setattr(layer, attribute, True)
+    try:
+        yield model
+    finally:
+        for layer, value in zip(layers, before):
+            if value is None:
+                layer.__dict__.pop(attribute, None)
+            else:
+                setattr(layer, attribute, value)
+
+
+def true_gradient(model: nn.Module):
+    """Context in which every biofa layer of ``model`` backpropagates exactly.
+
+    Same weights, same forward function, plain autograd: the gradient an attacker who
+    knows the weights would use, and the reference for gradient alignment.
+    """
+    return _setting(model, "exact")
+
+
+def frozen_feedback(model: nn.Module):
+    """Context in which forward passes neither refresh B nor constrain weights.
+
+    For measurements that must leave training exactly as it would have been.
+    """
+    return _setting(model, "frozen")

@@ -1,0 +1,20 @@
+"""Batchwise Random-magnitude Sign-concordant Feedback: |M| redrawn every optimisation step."""
+
+from torch import nn
+
+from .frsf import FRSF
+
+
+class BRSF(FRSF):
+    """B = |M| * sign(W) with a new |M| after each optimiser step.
+
+    The redraw happens at the first training forward pass after the weights changed,
+    so gradient accumulation over several batches keeps one M, and evaluation (or a
+    measurement) never redraws.
+    """
+
+    name = "brsf"
+    paper = "Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018"
+
+    def refresh(self, layer: nn.Module) -> None:
+        layer.feedback_magnitude.copy_(self.draw_magnitude(layer))
