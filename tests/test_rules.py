@@ -1,0 +1,194 @@
+"""How the rules behave over training: redraws, fixed magnitudes, Kolen-Pollack, options."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import biofa
+from biofa.layers import Conv2d, Linear
+from biofa.metrics import weight_alignment
+
+
+def mlp(method, **options):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    biofa.convert(net, method, **options)
+    return net
+
+
+def sgd_step(net, opt, x, y):
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+
+
+def test_brsf_redraws_once_per_optimiser_step_and_never_in_eval():
+    net = mlp("brsf")
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    layer = net[0]
+    magnitudes = []
+    for _ in range(3):
+        sgd_step(net, opt, x, y)
+        magnitudes.append(layer.feedback_magnitude.clone())
+    assert all(not torch.equal(a, b) for a, b in zip(magnitudes, magnitudes[1:]))
+    # several forward/backward passes without a step (gradient accumulation): one M
+    before = layer.feedback_magnitude.clone()
+    for _ in range(3):
+        F.cross_entropy(net(x), y).backward()
+    assert not torch.equal(layer.feedback_magnitude, before)  # the first pass after the step redrew
+    drawn = layer.feedback_magnitude.clone()
+    F.cross_entropy(net(x), y).backward()
+    assert torch.equal(layer.feedback_magnitude, drawn)
+    # evaluation never redraws, even after a step and with gradients enabled (attacks)
+    opt.step()
+    net.eval()
+    xr = x.clone().requires_grad_(True)
+    F.cross_entropy(net(xr), y).backward()
+    with torch.no_grad():
+        net(x)
+    assert torch.equal(layer.feedback_magnitude, drawn)
+    assert (layer.feedback_magnitude >= 0).all()
+
+
+def test_frsf_keeps_its_magnitudes_and_follows_the_sign_of_w():
+    net = mlp("frsf")
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    layer = net[0]
+    fixed = layer.feedback_magnitude.clone()
+    for _ in range(20):
+        sgd_step(net, opt, x, y)
+    assert torch.equal(layer.feedback_magnitude, fixed)
+    torch.testing.assert_close(layer.feedback_matrix(), fixed * torch.sign(layer.weight.detach()))
+
+
+def test_usf_scale_is_the_init_std():
+    layer = Linear(30, 20, method="usf", init="xavier")
+    B = layer.feedback_matrix()
+    assert torch.allclose(B.abs(), torch.full_like(B, math.sqrt(2 / 50)))
+    layer = Conv2d(4, 8, 3, method="usf", init="kaiming")
+    assert torch.allclose(layer.feedback_matrix().abs().max(), torch.tensor(math.sqrt(2 / 36)))
+
+
+@pytest.mark.parametrize("init, std", [("xavier", math.sqrt(2 / (300 + 200))),
+                                       ("kaiming", math.sqrt(2 / 300)),
+                                       (None, 1 / math.sqrt(3 * 300))])
+def test_init_draws_w_and_b_from_the_named_distribution(init, std):
+    torch.manual_seed(0)
+    layer = Linear(300, 200, method="fa", init=init)
+    assert layer.feedback_weight.std().item() == pytest.approx(std, rel=0.03)
+    if init is not None:
+        assert layer.weight.std().item() == pytest.approx(std, rel=0.03)
+        assert torch.count_nonzero(layer.bias) == 0
+    assert not torch.equal(layer.weight, layer.feedback_weight)
+
+
+def test_kolen_pollack_aligns_b_with_w():
+    """Regression with weight decay: W - B shrinks by (1 - lr*wd) per step, the angle falls."""
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(10, 20), nn.Tanh(), nn.Linear(20, 5))
+    student = nn.Sequential(nn.Linear(10, 20), nn.Tanh(), nn.Linear(20, 5))
+    biofa.convert(student, "kp")
+    opt = torch.optim.SGD(student.parameters(), lr=0.1, weight_decay=0.05)
+    angles = [weight_alignment(student[2])[0]]
+    difference = (student[2].weight - student[2].feedback_weight).detach().clone()
+    steps = 400
+    for _ in range(steps):
+        x = torch.randn(32, 10)
+        opt.zero_grad()
+        F.mse_loss(student(x), teacher(x).detach()).backward()
+        opt.step()
+    angles.append(weight_alignment(student[2])[0])
+    assert angles[0] > 80 and angles[1] < 0.4 * angles[0]
+    torch.testing.assert_close(student[2].weight - student[2].feedback_weight,
+                               difference * (1 - 0.1 * 0.05) ** steps, rtol=1e-4, atol=1e-6)
+
+
+def test_fa_keeps_b_fixed_and_out_of_the_optimiser():
+    net = mlp("fa")
+    assert all(not name.endswith("feedback_weight") for name, _ in net.named_parameters())
+    B = net[0].feedback_weight.clone()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sgd_step(net, opt, torch.randn(4, 6), torch.randint(0, 3, (4,)))
+    assert torch.equal(net[0].feedback_weight, B)
+
+
+def test_constrain_weights_rescales_the_same_parameter():
+    net = mlp("fa", constrain_weights=True)
+    weight = net[0].weight
+    norm = weight.detach().norm().item()
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    for _ in range(3):
+        sgd_step(net, opt, x, y)
+        net(x)
+        assert net[0].weight is weight
+        assert weight.detach().norm().item() == pytest.approx(norm, rel=1e-5)
+    assert opt.param_groups[0]["params"][0] is weight
+
+
+def test_unknown_method_and_options_are_named():
+    with pytest.raises(ValueError, match="unknown method 'fb'.*bp, brsf, dfa, fa, frsf, kp, usf"):
+        biofa.convert(nn.Linear(2, 2), "fb")
+    with pytest.raises(ValueError, match="'lr'.*valid options: init, gradient_clip, constrain_weights"):
+        biofa.convert(nn.Sequential(nn.Linear(2, 2)), "fa", lr=0.1)
+    with pytest.raises(ValueError, match="dfa only"):
+        biofa.convert(nn.Sequential(nn.Linear(2, 2)), "fa", num_classes=2)
+    with pytest.raises(ValueError, match="unknown init 'glorot'.*xavier"):
+        Linear(2, 2, method="fa", init="glorot")
+    with pytest.raises(ValueError, match="gradient_clip"):
+        Linear(2, 2, method="fa", gradient_clip=-1)
+    with pytest.raises(ValueError, match="input_size"):
+        biofa.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), "dfa")
+    with pytest.raises(ValueError, match="num_classes=4 but the model outputs 2"):
+        biofa.convert(nn.Sequential(nn.Linear(3, 2)), "dfa", num_classes=4)
+
+
+def test_convert_keeps_the_forward_function_and_reports():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    reference = copy.deepcopy(model).eval()
+    report = biofa.convert(model, "usf")
+    model.eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model(x), reference(x))
+    assert len(report.converted) == 21  # 20 convolutions and the fc layer
+    assert ("fc", "Linear") in report.converted
+    assert any(kind == "BatchNorm2d" for _, kind in report.kept)
+    assert "21 layers now learn with 'usf'" in str(report)
+
+
+@pytest.mark.parametrize("method", sorted(biofa.METHODS))
+def test_torchvision_resnet18_trains_one_step(method):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    options = {"input_size": (3, 32, 32)} if method == "dfa" else {}
+    biofa.convert(model, method, **options)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    assert math.isfinite(loss.item())
+    assert all(not torch.equal(p, before[name]) for name, p in model.named_parameters()
+               if name.endswith("weight") and "bn" not in name)
+
+
+def test_gpu_free_half_precision_backward_matches_dtype():
+    """Under autocast the error and the feedback meet in the same dtype."""
+    layer = Linear(8, 4, method="fa")
+    x = torch.randn(3, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and layer.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(x.grad, torch.ones(3, 4) @ layer.feedback_weight, rtol=2e-2, atol=2e-2)
