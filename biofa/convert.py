@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from .layers import LAYER_OPTIONS, Conv2d, FeedbackLayer, Linear
-from .methods import METHODS, DFAHub, get_rule
+from .methods import INITS, METHODS, DFAHub, get_rule
+from .methods.base import fill_
 
 #: Options only ``dfa`` takes: the projections need the network's output size and the
 #: per-sample input shape of every layer.
@@ -97,17 +98,24 @@ def convert(model: nn.Module, method: str, **options) -> ConversionReport:
     (its name; default the last Linear/Conv2d in module order).
     """
     _check_options(method, options)
+    if options.get("init") not in (None, *INITS):
+        raise ValueError(f"unknown init {options['init']!r}; valid inits: {', '.join(INITS)}")
     dfa = {key: options.pop(key) for key in DFA_OPTIONS if key in options}
     targets = _targets(model)
     if not targets:
         raise ValueError("convert: the model has no nn.Linear or nn.Conv2d layer to convert")
     report = ConversionReport(method)
+    if options.get("init") is not None:
+        for _, module in targets:  # every W before any B: one seed, one start, any method
+            fill_(options["init"], module.weight.data)
+            if module.bias is not None:
+                module.bias.data.zero_()
     if method == "dfa":
         setup_dfa = _DFAPlan(model, targets, **dfa)
         report.output_layer = setup_dfa.output
     for name, module in targets:
         cls = Conv2d if isinstance(module, nn.Conv2d) else Linear
-        new = cls.from_module(module, method, **options)
+        new = cls.from_module(module, method, redraw_weights=False, **options)
         _swap(model, name, new)
         report.converted.append((name, type(module).__name__))
         if method == "dfa":

@@ -40,7 +40,7 @@ class FeedbackLayer:
     frozen: bool = False
 
     def set_method(self, method: str, *, init: str | None = None, gradient_clip=None,
-                   constrain_weights: bool = False):
+                   constrain_weights: bool = False, redraw_weights: bool = True):
         """Switch this layer to ``method``; returns the layer.
 
         init: None keeps the weights and draws B from torch's default layer init;
@@ -50,6 +50,9 @@ class FeedbackLayer:
             (True means c = 1).
         constrain_weights: after every optimiser step rescale W, in place, to the
             norm it had when the method was set.
+        redraw_weights: False draws only B from ``init`` and keeps W and the bias
+            (``biofa.convert`` redraws every W first, so that a seed gives the same
+            initial weights whatever the method).
         """
         rule = get_rule(method)
         if init is not None and init not in INITS:
@@ -57,7 +60,7 @@ class FeedbackLayer:
         clip = _check_clip(gradient_clip)
         if getattr(self, "rule", None) is not None:
             self.rule.teardown(self)
-        if init is not None:
+        if init is not None and redraw_weights:
             fill_(init, self.weight.data)
             if self.bias is not None:
                 self.bias.data.zero_()
