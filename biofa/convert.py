@@ -47,8 +47,12 @@ def _check_options(method: str, options: dict) -> None:
 
 
 def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers to swap; not the projections that attention reads weights from directly."""
+    skip = {f"{name}.{child}" if name else child
+            for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)
+            for child, _ in m.named_children()}
     return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, (nn.Linear, nn.Conv2d)) and name]
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and name and name not in skip]
 
 
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -57,14 +61,16 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], int]:
-    """Per-sample input shape of each target layer and the output numel, by a dry run."""
+def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], dict[str, int]]:
+    """Per-sample input shape and output numel of each target layer, by a dry run."""
     device = next(model.parameters()).device
     shapes: dict[str, tuple] = {}
+    outputs: dict[str, int] = {}
 
     def record(name):
         def hook(module, args, out):
             shapes.setdefault(name, tuple(args[0].shape[1:]))
+            outputs.setdefault(name, out[0].numel())
         return hook
 
     hooks = [module.register_forward_hook(record(name)) for name, module in targets]
@@ -72,7 +78,7 @@ def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], in
     try:
         model.eval()
         with torch.no_grad():
-            out = model(torch.zeros(2, *input_size, device=device))
+            model(torch.zeros(2, *input_size, device=device))
     finally:
         model.train(was_training)
         for hook in hooks:
@@ -81,7 +87,7 @@ def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], in
     if unused:
         raise ValueError(f"dfa: layers {unused} are not used in the forward pass; "
                          "remove them or convert them yourself")
-    return shapes, out[0].numel()
+    return shapes, outputs
 
 
 def convert(model: nn.Module, method: str, **options) -> ConversionReport:
@@ -138,6 +144,7 @@ class _DFAPlan:
                              f"model; candidates: {', '.join(names)}")
         if input_size is not None:
             self.shapes, outputs = _shapes(model, targets, tuple(input_size))
+            outputs = outputs[self.output]  # the error is projected from this layer's output
         elif all(isinstance(m, nn.Linear) for _, m in targets):
             self.shapes = {name: (m.in_features,) for name, m in targets}
             outputs = dict(targets)[self.output].out_features
@@ -146,7 +153,8 @@ class _DFAPlan:
                              "input shape; pass input_size, e.g. "
                              "biofa.convert(model, 'dfa', input_size=(3, 32, 32))")
         if num_classes is not None and num_classes != outputs:
-            raise ValueError(f"dfa: num_classes={num_classes} but the model outputs {outputs} values")
+            raise ValueError(f"dfa: num_classes={num_classes} but the output layer "
+                             f"{self.output!r} gives {outputs} values")
         self.outputs, self.hub = outputs, DFAHub()
 
     def __call__(self, name: str, layer: FeedbackLayer) -> None:

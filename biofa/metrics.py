@@ -43,14 +43,20 @@ def weight_alignment(layer: FeedbackLayer) -> tuple[float, float]:
 
 @contextmanager
 def _measurement(model: nn.Module, inputs: Tensor):
-    """Forward passes that leave no trace: RNG, buffers (BN statistics) and B untouched."""
-    saved = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    """Forward passes that leave no trace: RNG, buffers (BN statistics) and B untouched.
+
+    Feedback layers are frozen, so only the other modules' buffers need a copy.
+    """
+    saved = [(buffer, buffer.clone()) for module in model.modules()
+             if not isinstance(module, FeedbackLayer) for buffer in module.buffers(recurse=False)]
     devices = [inputs.device] if inputs.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), frozen_feedback(model):
-        yield
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            buffer.copy_(saved[name])
+    try:
+        with torch.random.fork_rng(devices=devices), frozen_feedback(model):
+            yield
+    finally:
+        with torch.no_grad():
+            for buffer, copy in saved:
+                buffer.copy_(copy)
 
 
 def gradient_alignment(model: nn.Module, inputs: Tensor, targets: Tensor,

@@ -146,7 +146,7 @@ def test_unknown_method_and_options_are_named():
         Linear(2, 2, method="fa", gradient_clip=-1)
     with pytest.raises(ValueError, match="input_size"):
         biofa.convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)), "dfa")
-    with pytest.raises(ValueError, match="num_classes=4 but the model outputs 2"):
+    with pytest.raises(ValueError, match="num_classes=4 but the output layer .0. gives 2 values"):
         biofa.convert(nn.Sequential(nn.Linear(3, 2)), "dfa", num_classes=4)
 
 
@@ -192,3 +192,22 @@ def test_gpu_free_half_precision_backward_matches_dtype():
     y.float().sum().backward()
     assert x.grad.dtype == torch.float32 and layer.weight.grad.dtype == torch.float32
     torch.testing.assert_close(x.grad, torch.ones(3, 4) @ layer.feedback_weight, rtol=2e-2, atol=2e-2)
+
+
+def test_dfa_projects_from_the_output_layer_even_when_something_follows_it():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    biofa.convert(net, "dfa", input_size=(2, 5, 5))
+    assert net[2].feedback_weight.shape == (3 * 25, 4 * 25)
+    x = torch.randn(3, 2, 5, 5, requires_grad=True)
+    F.cross_entropy(net(x), torch.tensor([0, 1, 2])).backward()
+    assert x.grad.shape == x.shape and net[0].weight.grad.abs().sum() > 0
+
+
+def test_attention_projections_are_left_alone():
+    model = nn.Sequential(nn.Linear(4, 8), nn.TransformerEncoderLayer(8, 2, 16, batch_first=True))
+    report = biofa.convert(model, "fa")
+    names = [name for name, _ in report.converted]
+    assert "1.self_attn.out_proj" not in names and "1.linear1" in names
+    assert type(model[1].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear

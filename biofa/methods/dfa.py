@@ -20,7 +20,7 @@ Convolutions are handled like linear layers on the flattened tensors: B_l has sh
 (output numel, input numel) per sample, the full resolution of the layer's input, so
 the projection needs the layer's input shape, found by one dry forward pass when the
 model is converted. Memory: the sum over layers of ``num_outputs * input numel``
-floats; 1.9 M (7.5 MB) for ResNet-20 on CIFAR-10, but about 1.6 G floats for
+floats; 1.9 M (7.5 MB) for ResNet-20 on CIFAR-10, but 2.2 G floats (8.7 GB) for
 ResNet-18 on ImageNet's 1000 classes at 224x224. Residual shortcuts still carry their
 own exact (identity) gradient, added to the projected one.
 """

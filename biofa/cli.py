@@ -1,0 +1,121 @@
+"""The ``biofa`` command: one sub-command per step of the study.
+
+    biofa methods                          list the learning rules
+    biofa data NAME... --root DIR          make sure data sets are on disk
+    biofa train CONFIG.yaml --out DIR      train one run (resumes from DIR/last.pt)
+    biofa evaluate DIR                     test error of DIR/best.pt into DIR/test.json
+
+Bad input (unknown key, method or data set, missing files) ends with one line that
+names the problem and the fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+
+def _set(config: dict, assignment: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML) to a raw config."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set expects key=value (e.g. optimizer.lr=0.01), got {assignment!r}")
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {key}: {part!r} is not a section of the config")
+    node[last] = yaml.safe_load(value)
+
+
+def cmd_methods(args) -> int:
+    from .methods import METHODS, PAPER_METHODS
+
+    for name, rule in METHODS.items():
+        mark = "" if name in PAPER_METHODS else "  (not in Sanfiz & Akrout 2021)"
+        print(f"{name:<5} {rule.paper}{mark}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import prepare
+
+    for name in args.names:
+        print(prepare(name, args.root, download=not args.no_download))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import ConfigError, validate
+    from .train import train
+
+    try:
+        raw = yaml.safe_load(open(args.config)) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {args.config!r} does not exist") from None
+    for assignment in args.set:
+        _set(raw, assignment)
+    status = train(validate(raw), args.out)
+    print(f"{args.out}: {status['status']} at epoch {status['epoch']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    report = evaluate(args.run_dir, split=args.split, device=args.device)
+    print(f"{args.run_dir}: {report['split']} top-1 error {report['top1_error']:.2%} "
+          f"on {report['n_images']} images")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="biofa", description=__doc__.split("\n")[0])
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("methods", help="list the learning rules")
+    p.set_defaults(run=cmd_methods)
+
+    p = sub.add_parser("data", help="download or check data sets")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--root", default="data", help="folder for the data sets (default: data)")
+    p.add_argument("--no-download", action="store_true", help="only check that the files are there")
+    p.set_defaults(run=cmd_data)
+
+    p = sub.add_parser("train", help="train one model with one learning rule")
+    p.add_argument("config", help="YAML run config (see config/README.md)")
+    p.add_argument("--out", required=True, help="run folder; an interrupted run resumes from it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set method=fa --set optimizer.lr=0.01")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test error of a run's best checkpoint")
+    p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_evaluate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .config import ConfigError
+    from .data import DatasetMissing
+    from .train import RunError
+
+    try:
+        return args.run(args)
+    except (ConfigError, RunError, DatasetMissing, ValueError) as error:
+        print(f"biofa {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"biofa {args.command}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

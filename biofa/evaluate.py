@@ -1,0 +1,49 @@
+"""``biofa evaluate DIR``: test error of a run's best-validation weights, into DIR/test.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import io
+from .config import validate
+from .data import loaders
+from .train import RunError, build_model, resolve_device
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
+    """(model in eval mode, config, checkpoint dict) of a trained run folder."""
+    run_dir = Path(run_dir)
+    path = run_dir / checkpoint
+    if not (run_dir / "config.yaml").exists() or not path.exists():
+        raise RunError(f"{run_dir} holds no trained run ({path.name} or config.yaml missing); "
+                       f"train it first: biofa train CONFIG.yaml --out {run_dir}")
+    import yaml
+    config = validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    config["device"] = device
+    model = build_model(config, resolve_device(device))
+    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    model.load_state_dict(state["model"])
+    return model.eval(), config, state
+
+
+def evaluate(run_dir: str | Path, split: str = "test", device: str = "auto") -> dict:
+    """Top-1/top-5 of ``best.pt`` on ``split``; written to ``DIR/<split>.json``."""
+    from .train import evaluate_model
+
+    run_dir = Path(run_dir)
+    model, config, state = load_run(run_dir, device=device)
+    dev = next(model.parameters()).device
+    data = loaders(config["dataset"], config["data_root"], config["batch_size"],
+                   workers=config["workers"], eval_batch_size=config["eval_batch_size"], device=dev)
+    result = evaluate_model(model, data[split], dev, config["amp"], config["channels_last"])
+    status_path = run_dir / "status.json"
+    status = io.read_json(status_path) if status_path.exists() else {"status": "unknown"}
+    report = {"split": split, "n_images": result["n"], "top1_error": 1.0 - result["acc1"],
+              "top1_acc": result["acc1"], "top5_acc": result["acc5"], "loss": result["loss"],
+              "best_epoch": state.get("epoch", 0), "status": status["status"],
+              "dataset": config["dataset"], "model": config["model"], "method": config["method"],
+              "seed": config["seed"]}
+    io.write_json(run_dir / f"{split}.json", report)
+    return report

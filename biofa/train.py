@@ -1,0 +1,286 @@
+"""``biofa train CONFIG --out DIR``: one model, one learning rule, one seed.
+
+Reads top to bottom: set up, resume if DIR holds a checkpoint, then per epoch train,
+validate, measure alignment and write every output atomically. Files in DIR:
+
+    config.yaml     the resolved config (defaults filled in)
+    metrics.csv     one row per epoch: train/val loss and top-1/top-5 accuracy, lr, seconds
+    alignment.csv   long format: epoch, layer, method, weight_angle, norm_ratio, gradient_angle
+    best.pt         weights of the best validation epoch (epoch 0: the initial weights)
+    last.pt         weights, optimiser, scheduler and RNG states after the last epoch
+    status.json     running | complete | diverged, and the epoch reached
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import io, metrics
+from .config import ConfigError
+from .convert import convert
+from .data import DATASETS, loaders
+from .models import build
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used as asked; the message says why and what to do."""
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device': {name!r} asked for, but CUDA is not available; "
+                          "use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def set_runtime(config: dict) -> None:
+    """Threads and determinism, before any tensor is made."""
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
+    if config["deterministic"]:
+        import os
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(config: dict, device: torch.device | str = "cpu") -> nn.Module:
+    """The config's model, with its data set's normalisation inside, converted to its method."""
+    info = DATASETS[config["dataset"]]
+    model = build(config["model"], num_classes=info.num_classes, in_channels=info.input_size[0],
+                  normalize=(info.mean, info.std))
+    options = dict(config["layer"])
+    if config["method"] == "dfa":
+        options["input_size"] = info.input_size
+    convert(model, config["method"], **options)
+    model = model.to(device)
+    if config.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_optimizer(config: dict, model: nn.Module) -> torch.optim.Optimizer:
+    opt = config["optimizer"]
+    if opt["name"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=opt["lr"], momentum=opt["momentum"],
+                               nesterov=opt["nesterov"], weight_decay=opt["weight_decay"])
+    return torch.optim.Adam(model.parameters(), lr=opt["lr"], betas=tuple(opt["betas"]),
+                            weight_decay=opt["weight_decay"])
+
+
+def make_scheduler(config: dict, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    schedule = config["schedule"]
+    if schedule["name"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config["epochs"], eta_min=schedule["min_lr"])
+    milestones = schedule["milestones"] if schedule["name"] == "multistep" else []
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, schedule["gamma"])
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- epochs
+
+def _inputs(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _accumulate(totals: torch.Tensor, logits, y, loss) -> None:
+    """Add batch loss sum, top-1 and top-5 hits and count to ``totals``, all on device."""
+    k = min(5, logits.shape[1])
+    hits = logits.topk(k, dim=1).indices == y[:, None]
+    totals += torch.stack([loss.detach().float() * y.shape[0], hits[:, 0].sum().float(),
+                           hits.any(dim=1).sum().float(),
+                           torch.tensor(y.shape[0], device=y.device, dtype=torch.float)])
+
+
+def _summary(totals: torch.Tensor) -> dict:
+    loss, top1, top5, n = totals.tolist()  # the one host sync of an epoch
+    return {"loss": loss / n, "acc1": top1 / n, "acc5": top5 / n, "n": int(n)}
+
+
+def train_epoch(model, loader, optimizer, scaler, device, config, desc="") -> dict:
+    model.train()
+    use_amp = config["amp"] and device.type == "cuda"
+    totals = torch.zeros(4, device=device)
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not sys.stderr.isatty()):
+        x, y = _inputs(x, device, config["channels_last"]), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        _accumulate(totals, logits, y, loss)
+    return _summary(totals)
+
+
+@torch.no_grad()
+def evaluate_model(model, loader, device, amp: bool = False, channels_last: bool = False) -> dict:
+    """Loss, top-1 and top-5 accuracy over a whole loader (averaged over images)."""
+    model.eval()
+    totals = torch.zeros(4, device=device)
+    for x, y in loader:
+        x, y = _inputs(x, device, channels_last), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            logits = model(x)
+        _accumulate(totals, logits.float(), y, F.cross_entropy(logits.float(), y))
+    return _summary(totals)
+
+
+def alignment_rows(model, epoch: int, batch) -> list[dict]:
+    model.train()  # gradients as training computes them: batch statistics, dropout
+    rows = metrics.alignment(model, *batch) if batch is not None else metrics.alignment(model)
+    return [{"epoch": epoch, **row} for row in rows]
+
+
+def alignment_batch(loader, size: int, device, channels_last: bool):
+    """The first ``size`` validation images: one fixed batch for every epoch's measurement."""
+    if size == 0:
+        return None
+    xs, ys, n = [], [], 0
+    for x, y in loader:
+        xs.append(x), ys.append(y)
+        n += len(y)
+        if n >= size:
+            break
+    return _inputs(torch.cat(xs)[:size], device, channels_last), torch.cat(ys)[:size].to(device)
+
+
+# ----------------------------------------------------------------------------- the run
+
+def _check_folder(out: Path, config: dict) -> bool:
+    """True when ``out`` holds a checkpoint of this same config to resume from."""
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return False
+    import yaml
+    if yaml.safe_load(saved.read_text()) != config:
+        raise RunError(f"{out} holds a run with a different config; delete the folder or "
+                       "choose another --out to start a new run")
+    return (out / "last.pt").exists()
+
+
+def _read_rows(path: Path, before_epoch: int) -> list[dict]:
+    """Rows of a CSV written by an earlier attempt, up to the checkpointed epoch."""
+    if not path.exists():
+        return []
+    frame = pd.read_csv(path)
+    return frame[frame["epoch"] < before_epoch].to_dict("records")
+
+
+def train(config: dict, out: str | Path) -> dict:
+    """Train as ``config`` says into ``out``; resumes from ``out/last.pt``. Returns the status."""
+    out = Path(out)
+    resume = _check_folder(out, config)
+    status_path = out / "status.json"
+    if resume and io.read_json(status_path).get("status") in ("complete", "diverged"):
+        return io.read_json(status_path)
+
+    set_runtime(config)
+    device = resolve_device(config["device"])
+    seed_everything(config["seed"])
+    data = loaders(config["dataset"], config["data_root"], config["batch_size"],
+                   workers=config["workers"], seed=config["seed"],
+                   eval_batch_size=config["eval_batch_size"], device=device)
+    model = build_model(config, device)
+    optimizer = make_optimizer(config, model)
+    scheduler = make_scheduler(config, optimizer)
+    scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] and device.type == "cuda")
+    probe = alignment_batch(data["val"], config["alignment_batch"], device, config["channels_last"])
+
+    if resume:
+        last = torch.load(out / "last.pt", map_location=device, weights_only=False)
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        scheduler.load_state_dict(last["scheduler"])
+        scaler.load_state_dict(last["scaler"])
+        set_rng_state(last["rng"])
+        start, best = last["epoch"] + 1, last["best"]
+        history = _read_rows(out / "metrics.csv", start)
+        aligned = _read_rows(out / "alignment.csv", start)
+        print(f"resuming {out} at epoch {start}", file=sys.stderr)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        io.write_yaml(out / "config.yaml", config)
+        start, best, history = 1, {"epoch": 0, "val_acc1": -1.0}, []
+        io.save_torch(out / "best.pt", {"model": model.state_dict(), "epoch": 0})
+        aligned = alignment_rows(model, 0, probe)
+        io.write_csv(out / "alignment.csv", pd.DataFrame(aligned))
+
+    status = {"status": "running", "epoch": start - 1}
+    for epoch in range(start, config["epochs"] + 1):
+        started = time.perf_counter()
+        data["train"].generator.manual_seed(config["seed"] * 1_000_003 + epoch)  # resumable shuffles
+        lr = optimizer.param_groups[0]["lr"]
+        fit = train_epoch(model, data["train"], optimizer, scaler, device, config,
+                          desc=f"epoch {epoch}/{config['epochs']}")
+        scheduler.step()
+        if not math.isfinite(fit["loss"]):
+            status = {"status": "diverged", "epoch": epoch,
+                      "reason": f"training loss became {fit['loss']} in epoch {epoch}"}
+            print(f"{out}: diverged in epoch {epoch}; keeping the best epoch {best['epoch']}",
+                  file=sys.stderr)
+            break
+        val = evaluate_model(model, data["val"], device, config["amp"], config["channels_last"])
+        aligned += alignment_rows(model, epoch, probe)
+        history.append({"epoch": epoch, "train_loss": fit["loss"], "train_acc1": fit["acc1"],
+                        "train_acc5": fit["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
+                        "val_acc5": val["acc5"], "lr": lr,
+                        "seconds": round(time.perf_counter() - started, 3)})
+        if val["acc1"] > best["val_acc1"]:
+            best = {"epoch": epoch, "val_acc1": val["acc1"]}
+            io.save_torch(out / "best.pt", {"model": model.state_dict(), **best})
+        io.write_csv(out / "metrics.csv", pd.DataFrame(history))
+        io.write_csv(out / "alignment.csv", pd.DataFrame(aligned))
+        io.save_torch(out / "last.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_state(), "epoch": epoch, "best": best})
+        status = {"status": "running", "epoch": epoch}
+        io.write_json(status_path, status)
+        print(f"epoch {epoch}/{config['epochs']}  train loss {fit['loss']:.4f} "
+              f"acc {fit['acc1']:.2%} | val loss {val['loss']:.4f} acc {val['acc1']:.2%} "
+              f"| lr {lr:.3g} | {history[-1]['seconds']:.1f}s", file=sys.stderr)
+    else:
+        status = {"status": "complete", "epoch": config["epochs"]}
+    status["best_epoch"], status["best_val_acc1"] = best["epoch"], best["val_acc1"]
+    io.write_json(status_path, status)
+    return status
