@@ -1,0 +1,158 @@
+"""``biofa train`` / ``biofa evaluate`` on the bundled digits: outputs, strictness, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import biofa
+from biofa.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "examples" / "digits_lenet.yaml"
+
+
+def write_config(tmp_path, **changes):
+    config = yaml.safe_load(EXAMPLE.read_text())
+    for key, value in changes.items():
+        node = config
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"optimizer.lrr": 0.1}, "unknown config key 'optimizer.lrr'; allowed keys under 'optimizer': "
+                             "betas, lr, momentum, name, nesterov, weight_decay"),
+    ({"optimizer.lr": -0.1}, "config key 'optimizer.lr': -0.1 is less than or equal to the minimum of 0"),
+    ({"method": "dfaa"}, "config key 'method': 'dfaa' is not allowed; allowed values: bp, brsf, dfa, fa, frsf, kp, usf"),
+    ({"epochs": 3, "schedule.milestones": [2, 5]}, "config key 'schedule.milestones': [5] lie beyond epochs=3"),
+    ({"batch_size": "64"}, "config key 'batch_size': '64' is not of type 'integer'"),
+    ({"dataset": "minst"}, "allowed values: cifar10, cifar100, digits, fashion_mnist, imagenet, mnist"),
+])
+def test_bad_config_names_the_key_and_writes_nothing(tmp_path, capsys, changes, message):
+    out = tmp_path / "run"
+    assert main(["train", str(write_config(tmp_path, **changes)), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_config_and_missing_run_are_explained(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "r")]) == 2
+    assert "train it first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", sorted(biofa.METHODS))
+def test_two_epochs_of_lenet_on_digits(tmp_path, method):
+    out = tmp_path / method
+    started = time.perf_counter()
+    assert main(["train", str(EXAMPLE), "--out", str(out), "--set", f"method={method}",
+                 "--set", "epochs=2", "--set", "schedule.milestones=[1]"]) == 0
+    assert time.perf_counter() - started < 60
+    assert sorted(p.name for p in out.iterdir()) == [
+        "alignment.csv", "best.pt", "config.yaml", "last.pt", "metrics.csv", "status.json"]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    assert metrics["lr"].tolist() == pytest.approx([0.01, 0.001])
+    assert ((metrics["val_acc1"] >= 0) & (metrics["val_acc1"] <= metrics["val_acc5"])).all()
+    alignment = pd.read_csv(out / "alignment.csv")
+    assert sorted(alignment["epoch"].unique()) == [0, 1, 2]
+    assert sorted(alignment["layer"].unique()) == ["net.conv1", "net.conv2", "net.fc1", "net.fc2", "net.fc3"]
+    assert alignment.loc[alignment["layer"] == "net.fc3", "gradient_angle"].abs().max() < 1e-2
+    if method == "bp":
+        assert alignment["weight_angle"].abs().max() < 1e-2
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "complete" and status["epoch"] == 2
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == method
+
+    assert main(["evaluate", str(out)]) == 0
+    test = json.loads((out / "test.json").read_text())
+    assert test["n_images"] == 360 and test["top1_error"] == pytest.approx(1 - test["top1_acc"])
+    assert 0.0 <= test["top1_error"] <= 1.0
+
+
+def _state(out):
+    return torch.load(out / "last.pt", weights_only=False)["model"]
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path):
+    """SIGKILL mid-run, run again: metrics and weights equal an uninterrupted run, bit for bit."""
+    config = write_config(tmp_path, method="brsf", epochs=4, **{"schedule.milestones": [3]})
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main(["train", str(config), "--out", str(straight)]) == 0
+
+    command = [sys.executable, "-m", "biofa.cli", "train", str(config), "--out", str(killed)]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (killed / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (killed / "last.pt").exists()
+    epoch_at_kill = torch.load(killed / "last.pt", weights_only=False)["epoch"]
+    assert epoch_at_kill < 4
+
+    assert main(["train", str(config), "--out", str(killed)]) == 0
+    a, b = pd.read_csv(straight / "metrics.csv"), pd.read_csv(killed / "metrics.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(pd.read_csv(straight / "alignment.csv"),
+                                  pd.read_csv(killed / "alignment.csv"))
+    for key, value in _state(straight).items():
+        assert torch.equal(value, _state(killed)[key]), key
+    # a finished run is not trained again
+    before = (killed / "last.pt").stat().st_mtime_ns
+    assert main(["train", str(config), "--out", str(killed)]) == 0
+    assert (killed / "last.pt").stat().st_mtime_ns == before
+
+
+def test_a_changed_config_is_not_mixed_into_an_old_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = write_config(tmp_path, epochs=1, **{"schedule.milestones": [1]})
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    assert main(["train", str(config), "--out", str(out), "--set", "seed=1"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_divergence_is_recorded_and_the_run_still_completes(tmp_path):
+    out = tmp_path / "run"
+    config = write_config(tmp_path, method="fa", epochs=3, **{"optimizer.lr": 1.0e6,
+                                                              "schedule.milestones": [2]})
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "diverged" and status["epoch"] == 1
+    assert status["best_epoch"] == 0
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads((out / "test.json").read_text())["status"] == "diverged"
+
+
+#: Learning rates of the digits example per method, as in the paper's LeNet settings:
+#: FA, DFA and KP (which starts as FA) need a smaller step than backprop and the sign rules.
+DIGITS_LR = {"bp": 0.01, "usf": 0.01, "brsf": 0.01, "frsf": 0.01, "kp": 0.001, "fa": 0.001, "dfa": 0.001}
+
+
+def test_ten_epochs_on_digits_order_the_methods_as_the_paper(tmp_path):
+    """Every method learns (well below 90% chance error); the W-tracking rules beat FA and DFA."""
+    errors = {}
+    for method, lr in DIGITS_LR.items():
+        out = tmp_path / method
+        assert main(["train", str(EXAMPLE), "--out", str(out), "--set", f"method={method}",
+                     "--set", f"optimizer.lr={lr}", "--set", "epochs=10"]) == 0
+        assert main(["evaluate", str(out)]) == 0
+        errors[method] = json.loads((out / "test.json").read_text())["top1_error"]
+    print("digits test error after 10 epochs:", {m: round(e, 3) for m, e in errors.items()})
+    assert all(error < 0.5 for error in errors.values()), errors
+    assert max(errors[m] for m in ("bp", "usf", "brsf", "frsf", "kp")) < min(errors["fa"], errors["dfa"]), errors
