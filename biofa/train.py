@@ -121,24 +121,24 @@ def _inputs(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _accumulate(totals: torch.Tensor, logits, y, loss) -> None:
-    """Add batch loss sum, top-1 and top-5 hits and count to ``totals``, all on device."""
+def _accumulate(totals: torch.Tensor, logits, y, loss) -> int:
+    """Add the batch's loss sum and top-1/top-5 hits to ``totals`` on device; return its size."""
     k = min(5, logits.shape[1])
     hits = logits.topk(k, dim=1).indices == y[:, None]
     totals += torch.stack([loss.detach().float() * y.shape[0], hits[:, 0].sum().float(),
-                           hits.any(dim=1).sum().float(),
-                           torch.tensor(y.shape[0], device=y.device, dtype=torch.float)])
+                           hits.any(dim=1).sum().float()])
+    return y.shape[0]
 
 
-def _summary(totals: torch.Tensor) -> dict:
-    loss, top1, top5, n = totals.tolist()  # the one host sync of an epoch
-    return {"loss": loss / n, "acc1": top1 / n, "acc5": top5 / n, "n": int(n)}
+def _summary(totals: torch.Tensor, n: int) -> dict:
+    loss, top1, top5 = totals.tolist()  # the one host sync of an epoch
+    return {"loss": loss / n, "acc1": top1 / n, "acc5": top5 / n, "n": n}
 
 
 def train_epoch(model, loader, optimizer, scaler, device, config, desc="") -> dict:
     model.train()
     use_amp = config["amp"] and device.type == "cuda"
-    totals = torch.zeros(4, device=device)
+    totals, n = torch.zeros(3, device=device), 0
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not sys.stderr.isatty()):
         x, y = _inputs(x, device, config["channels_last"]), y.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=use_amp):
@@ -148,21 +148,21 @@ def train_epoch(model, loader, optimizer, scaler, device, config, desc="") -> di
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        _accumulate(totals, logits, y, loss)
-    return _summary(totals)
+        n += _accumulate(totals, logits, y, loss)
+    return _summary(totals, n)
 
 
 @torch.no_grad()
 def evaluate_model(model, loader, device, amp: bool = False, channels_last: bool = False) -> dict:
     """Loss, top-1 and top-5 accuracy over a whole loader (averaged over images)."""
     model.eval()
-    totals = torch.zeros(4, device=device)
+    totals, n = torch.zeros(3, device=device), 0
     for x, y in loader:
         x, y = _inputs(x, device, channels_last), y.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             logits = model(x)
-        _accumulate(totals, logits.float(), y, F.cross_entropy(logits.float(), y))
-    return _summary(totals)
+        n += _accumulate(totals, logits.float(), y, F.cross_entropy(logits.float(), y))
+    return _summary(totals, n)
 
 
 def alignment_rows(model, epoch: int, batch) -> list[dict]:
