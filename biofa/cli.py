@@ -4,6 +4,7 @@
     biofa data NAME... --root DIR          make sure data sets are on disk
     biofa train CONFIG.yaml --out DIR      train one run (resumes from DIR/last.pt)
     biofa evaluate DIR                     test error of DIR/best.pt into DIR/test.json
+    biofa attack DIR --attack NAME ...     robust accuracy under an attack, into a CSV
 
 Bad input (unknown key, method or data set, missing files) ends with one line that
 names the problem and the fix, and exit status 2.
@@ -72,6 +73,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _numbers(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def cmd_attack(args) -> int:
+    from .attack import attack_to_csv
+
+    strengths = args.pixels if args.attack == "onepixel" else args.eps
+    frame = attack_to_csv(args.out, args.run_dir, args.attack, strengths or [], n=args.n,
+                          gradients=tuple(args.gradient.split(",")), source=args.source,
+                          steps=args.steps, queries=args.queries, batch_size=args.batch_size,
+                          seed=args.seed, device=args.device)
+    print(frame[["attack", "gradient", "eps", "pixels", "clean_acc", "robust_acc"]]
+          .to_string(index=False))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="biofa", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -97,6 +118,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_evaluate)
+
+    from .attack import ATTACKS, PAPER_SQUARE_QUERIES
+    p = sub.add_parser("attack", help="adversarial robustness of a run's best checkpoint")
+    p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("--attack", required=True, choices=ATTACKS)
+    p.add_argument("--eps", type=_numbers, help="comma-separated budgets in [0, 1] (L-inf), e.g. 0,0.01,0.03")
+    p.add_argument("--pixels", type=_numbers, help="onepixel: comma-separated pixel counts, e.g. 1,2,3,4,5")
+    p.add_argument("--n", type=int, default=500, help="first N test images (default 500, as in the paper)")
+    p.add_argument("--out", required=True, help="CSV to write (atomically)")
+    p.add_argument("--gradient", default="feedback,true",
+                   help="white-box threat models: feedback, true or both (default both)")
+    p.add_argument("--source", help="transfer: the backpropagation run that crafts the examples")
+    p.add_argument("--steps", type=int, default=10, help="iterations of pgd/tpgd/apgd (default 10)")
+    p.add_argument("--queries", type=int, default=PAPER_SQUARE_QUERIES,
+                   help=f"square: query budget (default {PAPER_SQUARE_QUERIES}, the paper's; library default 5000)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_attack)
     return top
 
 
