@@ -59,7 +59,7 @@ def cmd_train(args) -> int:
         raise ConfigError(f"config file {args.config!r} does not exist") from None
     for assignment in args.set:
         _set(raw, assignment)
-    status = train(validate(raw), args.out)
+    status = train(validate(raw), args.out, restart_on_change=args.restart_on_change)
     print(f"{args.out}: {status['status']} at epoch {status['epoch']}")
     return 0
 
@@ -111,6 +111,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder; an interrupted run resumes from it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set method=fa --set optimizer.lr=0.01")
+    p.add_argument("--restart-on-change", action="store_true",
+                   help="if DIR holds a run of another config, start afresh instead of refusing")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="test error of a run's best checkpoint")

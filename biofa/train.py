@@ -186,33 +186,44 @@ def alignment_batch(loader, size: int, device, channels_last: bool):
 
 # ----------------------------------------------------------------------------- the run
 
-def _check_folder(out: Path, config: dict) -> bool:
-    """True when ``out`` holds a checkpoint of this same config to resume from."""
-    saved = out / "config.yaml"
+def _resume_point(out: Path, config: dict, restart_on_change: bool) -> dict | None:
+    """The checkpoint to resume from, if ``out`` holds one of this same config."""
+    saved, last = out / "config.yaml", out / "last.pt"
     if not saved.exists():
-        return False
+        return None
     import yaml
     if yaml.safe_load(saved.read_text()) != config:
-        raise RunError(f"{out} holds a run with a different config; delete the folder or "
-                       "choose another --out to start a new run")
-    return (out / "last.pt").exists()
+        if not restart_on_change:
+            raise RunError(f"{out} holds a run with a different config; delete the folder, "
+                           "choose another --out, or pass --restart-on-change")
+        print(f"{out}: the config changed, starting the run afresh", file=sys.stderr)
+        last.unlink(missing_ok=True)
+        return None
+    return torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
 
 
-def _read_rows(path: Path, before_epoch: int) -> list[dict]:
-    """Rows of a CSV written by an earlier attempt, up to the checkpointed epoch."""
-    if not path.exists():
-        return []
-    frame = pd.read_csv(path)
-    return frame[frame["epoch"] < before_epoch].to_dict("records")
+def _write_outputs(out: Path, state: dict) -> None:
+    """Every output file from the checkpoint's record (so deleted outputs come back)."""
+    io.write_csv(out / "metrics.csv", pd.DataFrame(state["history"], columns=METRICS_COLUMNS))
+    io.write_csv(out / "alignment.csv", pd.DataFrame(state["alignment"]))
+    if state["best_model"] is not None and not (out / "best.pt").exists():
+        io.save_torch(out / "best.pt", {"model": state["best_model"], **state["best"]})
+    status = {**state["status"], "best_epoch": state["best"]["epoch"],
+              "best_val_acc1": state["best"]["val_acc1"]}
+    io.write_json(out / "status.json", status)
 
 
-def train(config: dict, out: str | Path) -> dict:
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc1", "train_acc5", "val_loss", "val_acc1",
+                   "val_acc5", "lr", "seconds"]
+
+
+def train(config: dict, out: str | Path, restart_on_change: bool = False) -> dict:
     """Train as ``config`` says into ``out``; resumes from ``out/last.pt``. Returns the status."""
     out = Path(out)
-    resume = _check_folder(out, config)
-    status_path = out / "status.json"
-    if resume and io.read_json(status_path).get("status") in ("complete", "diverged"):
-        return io.read_json(status_path)
+    last = _resume_point(out, config, restart_on_change)
+    if last is not None and last["status"]["status"] != "running":
+        _write_outputs(out, last)  # finished: only restore what may have been deleted
+        return io.read_json(out / "status.json")
 
     set_runtime(config)
     device = resolve_device(config["device"])
@@ -226,27 +237,29 @@ def train(config: dict, out: str | Path) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] and device.type == "cuda")
     probe = alignment_batch(data["val"], config["alignment_batch"], device, config["channels_last"])
 
-    if resume:
-        last = torch.load(out / "last.pt", map_location=device, weights_only=False)
+    if last is not None:
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
         scaler.load_state_dict(last["scaler"])
         set_rng_state(last["rng"])
-        start, best = last["epoch"] + 1, last["best"]
-        history = _read_rows(out / "metrics.csv", start)
-        aligned = _read_rows(out / "alignment.csv", start)
-        print(f"resuming {out} at epoch {start}", file=sys.stderr)
+        state = {key: last[key] for key in ("history", "alignment", "best", "best_model", "status")}
+        print(f"resuming {out} after epoch {last['epoch']}", file=sys.stderr)
     else:
         out.mkdir(parents=True, exist_ok=True)
         io.write_yaml(out / "config.yaml", config)
-        start, best, history = 1, {"epoch": 0, "val_acc1": -1.0}, []
-        io.save_torch(out / "best.pt", {"model": model.state_dict(), "epoch": 0})
-        aligned = alignment_rows(model, 0, probe)
-        io.write_csv(out / "alignment.csv", pd.DataFrame(aligned))
+        state = {"history": [], "alignment": alignment_rows(model, 0, probe),
+                 "best": {"epoch": 0, "val_acc1": -1.0}, "best_model": None,
+                 "status": {"status": "running", "epoch": 0}}
+        io.save_torch(out / "best.pt", {"model": model.state_dict(), **state["best"]})
 
-    status = {"status": "running", "epoch": start - 1}
-    for epoch in range(start, config["epochs"] + 1):
+    def checkpoint(epoch: int) -> None:
+        io.save_torch(out / "last.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_state(), "epoch": epoch, **state})
+
+    for epoch in range(state["status"]["epoch"] + 1, config["epochs"] + 1):
         started = time.perf_counter()
         data["train"].generator.manual_seed(config["seed"] * 1_000_003 + epoch)  # resumable shuffles
         lr = optimizer.param_groups[0]["lr"]
@@ -254,33 +267,34 @@ def train(config: dict, out: str | Path) -> dict:
                           desc=f"epoch {epoch}/{config['epochs']}")
         scheduler.step()
         if not math.isfinite(fit["loss"]):
-            status = {"status": "diverged", "epoch": epoch,
-                      "reason": f"training loss became {fit['loss']} in epoch {epoch}"}
-            print(f"{out}: diverged in epoch {epoch}; keeping the best epoch {best['epoch']}",
-                  file=sys.stderr)
+            print(f"{out}: diverged in epoch {epoch}; keeping the best epoch "
+                  f"{state['best']['epoch']}", file=sys.stderr)
+            state["status"] = {"status": "diverged", "epoch": epoch,
+                               "reason": f"training loss became {fit['loss']} in epoch {epoch}"}
             break
         val = evaluate_model(model, data["val"], device, config["amp"], config["channels_last"])
-        aligned += alignment_rows(model, epoch, probe)
-        history.append({"epoch": epoch, "train_loss": fit["loss"], "train_acc1": fit["acc1"],
-                        "train_acc5": fit["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
-                        "val_acc5": val["acc5"], "lr": lr,
-                        "seconds": round(time.perf_counter() - started, 3)})
-        if val["acc1"] > best["val_acc1"]:
-            best = {"epoch": epoch, "val_acc1": val["acc1"]}
-            io.save_torch(out / "best.pt", {"model": model.state_dict(), **best})
-        io.write_csv(out / "metrics.csv", pd.DataFrame(history))
-        io.write_csv(out / "alignment.csv", pd.DataFrame(aligned))
-        io.save_torch(out / "last.pt", {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_state(), "epoch": epoch, "best": best})
-        status = {"status": "running", "epoch": epoch}
-        io.write_json(status_path, status)
+        state["alignment"] += alignment_rows(model, epoch, probe)
+        state["history"].append({
+            "epoch": epoch, "train_loss": fit["loss"], "train_acc1": fit["acc1"],
+            "train_acc5": fit["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
+            "val_acc5": val["acc5"], "lr": lr, "seconds": round(time.perf_counter() - started, 3)})
+        if val["acc1"] > state["best"]["val_acc1"]:
+            state["best"] = {"epoch": epoch, "val_acc1": val["acc1"]}
+            state["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            io.save_torch(out / "best.pt", {"model": state["best_model"], **state["best"]})
+        done = epoch == config["epochs"]
+        state["status"] = {"status": "complete" if done else "running", "epoch": epoch}
+        checkpoint(epoch)
+        _write_outputs(out, state)
         print(f"epoch {epoch}/{config['epochs']}  train loss {fit['loss']:.4f} "
               f"acc {fit['acc1']:.2%} | val loss {val['loss']:.4f} acc {val['acc1']:.2%} "
-              f"| lr {lr:.3g} | {history[-1]['seconds']:.1f}s", file=sys.stderr)
-    else:
-        status = {"status": "complete", "epoch": config["epochs"]}
-    status["best_epoch"], status["best_val_acc1"] = best["epoch"], best["val_acc1"]
-    io.write_json(status_path, status)
-    return status
+              f"| lr {lr:.3g} | {state['history'][-1]['seconds']:.1f}s", file=sys.stderr)
+    if state["status"]["status"] == "diverged":
+        if (out / "last.pt").exists():  # record the end; weights stay those of the last good epoch
+            last = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+            last["status"] = state["status"]
+            io.save_torch(out / "last.pt", last)
+        else:
+            checkpoint(0)
+        _write_outputs(out, state)
+    return io.read_json(out / "status.json")

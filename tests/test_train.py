@@ -156,3 +156,28 @@ def test_ten_epochs_on_digits_order_the_methods_as_the_paper(tmp_path):
     print("digits test error after 10 epochs:", {m: round(e, 3) for m, e in errors.items()})
     assert all(error < 0.5 for error in errors.values()), errors
     assert max(errors[m] for m in ("bp", "usf", "brsf", "frsf", "kp")) < min(errors["fa"], errors["dfa"]), errors
+
+
+def test_deleted_outputs_of_a_finished_run_come_back_unchanged(tmp_path):
+    out = tmp_path / "run"
+    config = write_config(tmp_path, epochs=2, **{"schedule.milestones": [1]})
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    saved = {name: (out / name).read_bytes() for name in ("metrics.csv", "alignment.csv", "status.json")}
+    best = torch.load(out / "best.pt", weights_only=False)
+    for name in [*saved, "best.pt"]:
+        (out / name).unlink()
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    assert all((out / name).read_bytes() == content for name, content in saved.items())
+    restored = torch.load(out / "best.pt", weights_only=False)
+    assert restored["epoch"] == best["epoch"]
+    assert all(torch.equal(v, restored["model"][k]) for k, v in best["model"].items())
+
+
+def test_restart_on_change_starts_afresh(tmp_path):
+    out = tmp_path / "run"
+    config = write_config(tmp_path, epochs=1, **{"schedule.milestones": [1]})
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    assert main(["train", str(config), "--out", str(out), "--set", "seed=1",
+                 "--restart-on-change"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 1
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
