@@ -5,6 +5,7 @@
     biofa train CONFIG.yaml --out DIR      train one run (resumes from DIR/last.pt)
     biofa evaluate DIR                     test error of DIR/best.pt into DIR/test.json
     biofa attack DIR --attack NAME ...     robust accuracy under an attack, into a CSV
+    biofa report collect|attacks|table|figure   the study's tables and figures
 
 Bad input (unknown key, method or data set, missing files) ends with one line that
 names the problem and the fix, and exit status 2.
@@ -139,6 +140,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_attack)
+
+    from .report import add_commands
+    add_commands(sub)
     return top
 
 

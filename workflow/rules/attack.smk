@@ -1,0 +1,46 @@
+def attack_section(wildcards):
+    return config.get("attacks", {})
+
+
+def transfer_source(wildcards):
+    """Transfer attacks craft their examples on the bp run of the same data, model and seed."""
+    if wildcards.attack != "transfer":
+        return []
+    return RUN.format(**{**wildcards, "method": "bp"}) + "/best.pt"
+
+
+def attack_arguments(wildcards):
+    arguments = attack_plan()[wildcards.attack, wildcards.gradient]
+    if wildcards.gradient in ("feedback", "true"):
+        arguments += f" --gradient {wildcards.gradient}"
+    if wildcards.attack == "transfer":
+        arguments += " --source " + RUN.format(**{**wildcards, "method": "bp"})
+    return arguments
+
+
+rule attack:
+    """Clean and robust accuracy of one run under one attack and one threat model."""
+    input:
+        best=rules.train.output.best,
+        source=transfer_source,
+    output:
+        ATTACK_CSV,
+    params:
+        dir=RUN,
+        arguments=attack_arguments,
+        n=config.get("attacks", {}).get("n_images", 500),
+        batch=config.get("attacks", {}).get("batch_size", 128),
+        seed=config.get("attacks", {}).get("seed", 0),
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/attack/{KEYS}/{{attack}}-{{gradient}}.log",
+    threads: resource(attack_section, "threads", 1)
+    resources:
+        gpu=resource(attack_section, "gpu", 0),
+        mem_mb=resource(attack_section, "mem_mb", 4000),
+        runtime=resource(attack_section, "runtime", 60),
+    retries: 1
+    shell:
+        "biofa attack {params.dir} --attack {wildcards.attack} {params.arguments} "
+        "--n {params.n} --batch-size {params.batch} --seed {params.seed} "
+        "--device {params.device} --out {output} > {log} 2>&1"

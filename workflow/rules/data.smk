@@ -1,0 +1,11 @@
+rule data:
+    """One job per data set: download through torchvision (or check the files are there)."""
+    output:
+        f"{DATA_ROOT}/{{dataset}}/READY",
+    params:
+        root=DATA_ROOT,
+    log:
+        f"{RESULTS}/logs/data/{{dataset}}.log",
+    retries: 2
+    shell:
+        "biofa data {wildcards.dataset} --root {params.root} > {log} 2>&1"
