@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torchattacks
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
@@ -64,6 +63,8 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 def make_attack(name: str, model, strength: float, *, steps: int = 10,
                 queries: int = PAPER_SQUARE_QUERIES, seed: int = 0, batch_size: int = 128):
     """The torchattacks object for ``name`` at ``strength`` (eps in [0, 1], or pixels)."""
+    import torchattacks  # imported here so that `biofa --help` stays fast
+
     alpha = 2.5 * strength / steps  # Madry et al.'s step: the budget is reachable from any start
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=strength)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from biofa import report
+from biofa import figures, report
 from biofa.attack import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,23 +210,23 @@ def test_write_table(runs, tmp_path):
 
 def test_run_figures(runs, tmp_path):
     frames = report.collect_runs(runs)
-    assert_png(report.fig_training(frames["training"], tmp_path / "training.png"))
-    assert_png(report.fig_alignment(frames["alignment"], tmp_path / "alignment.png"))
-    assert_png(report.fig_alignment_layers(frames["alignment"], tmp_path / "layers.png"))
+    assert_png(figures.fig_training(frames["training"], tmp_path / "training.png"))
+    assert_png(figures.fig_alignment(frames["alignment"], tmp_path / "alignment.png"))
+    assert_png(figures.fig_alignment_layers(frames["alignment"], tmp_path / "layers.png"))
 
 
 def test_attack_figures(tmp_path):
     frame = attack_frame()
-    assert_png(report.fig_robustness(frame, tmp_path / "robustness.png", reference=ROBUSTNESS))
-    assert_png(report.fig_onepixel(frame, tmp_path / "onepixel.png", reference=ROBUSTNESS))
-    assert_png(report.fig_transfer(frame, tmp_path / "transfer.png"))
+    assert_png(figures.fig_robustness(frame, tmp_path / "robustness.png", reference=ROBUSTNESS))
+    assert_png(figures.fig_onepixel(frame, tmp_path / "onepixel.png", reference=ROBUSTNESS))
+    assert_png(figures.fig_transfer(frame, tmp_path / "transfer.png"))
 
 
 @pytest.mark.parametrize("name", report.FIGURE_NAMES)
 def test_figures_from_empty_frames(tmp_path, name):
     empty = pd.DataFrame(columns=COLUMNS if name in ("robustness", "onepixel", "transfer")
                          else report.KEYS)
-    assert_png(report.FIGURES[name](empty, tmp_path / f"{name}.png"))
+    assert_png(figures.FIGURES[name](empty, tmp_path / f"{name}.png"))
 
 
 # ----------------------------------------------------------------------------- CLI hook

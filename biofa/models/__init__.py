@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-import torchvision
 from torch import nn
 
 from .common import Normalize
@@ -33,6 +32,8 @@ def resnet18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     Replacing ``conv1`` in place keeps its position in ``modules()``, so ``fc``
     stays the last layer.
     """
+    import torchvision  # imported here: importing torchvision.models costs seconds
+
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     if in_channels != 3:
         old = net.conv1

@@ -1,0 +1,350 @@
+"""The study's figures (PNG): training curves, alignment, robustness.
+
+Split from ``biofa.report`` so that only the commands that draw pay for matplotlib.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from . import io  # noqa: E402
+from .methods import PAPER_METHODS  # noqa: E402
+from .report import (  # noqa: E402
+    GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS, _methods, _order,
+    _read_csv, _settings, method_label, setting_label)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _themed(draw):
+    """Draw under seaborn's whitegrid theme without changing matplotlib's global settings."""
+    import functools
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write ``fig`` as a 150-dpi PNG atomically (temp file in the same folder, then rename)."""
+    out = Path(out)
+    with io.atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+@_themed
+def _placeholder(out, title: str, message: str) -> Path:
+    """A figure that says what is missing, so the file exists for the workflow anyway."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, wrap=True,
+            transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_xticks([]), ax.set_yticks([])
+    return save_figure(fig, out)
+
+
+def _grid(n_rows: int, n_cols: int, width: float = 4.6, height: float = 3.4, **kwargs):
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows),
+                             squeeze=False, **kwargs)
+    return fig, axes
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a 'Method' column of legend labels (kp marked not in paper)."""
+    frame = frame.copy()
+    frame["Method"] = frame["method"].map(method_label)
+    return frame
+
+
+def _hue(methods) -> dict:
+    """seaborn arguments: fixed colours, and kp dashed, keyed by legend label."""
+    labels = [method_label(m) for m in methods]
+    return {"hue": "Method", "hue_order": labels, "style": "Method", "style_order": labels,
+            "palette": {method_label(m): PALETTE.get(m, "#7f7f7f") for m in methods},
+            "dashes": {method_label(m): "" if m in PAPER_METHODS else (4, 2) for m in methods}}
+
+
+def _method_legend(fig, methods, extra: list | None = None, dash_kp: bool = True) -> None:
+    """One legend for the whole figure, right of the panels.
+
+    ``dash_kp=False`` where line style means something else (the attack's gradient).
+    """
+    handles = [Line2D([], [], color=PALETTE.get(m, "#7f7f7f"), lw=2,
+                      ls="-" if m in PAPER_METHODS or not dash_kp else "--", label=method_label(m))
+               for m in methods]
+    handles += extra or []
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def _setting_of(frame: pd.DataFrame, setting: tuple) -> pd.DataFrame:
+    columns = ["dataset", "model", "optimizer"][:len(setting)]
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in zip(columns, setting):
+        mask &= (frame[column] == value).to_numpy()
+    return frame[mask]
+
+
+def _has_optimizer(frame: pd.DataFrame) -> bool:
+    return "optimizer" in frame.columns and frame["optimizer"].notna().any()
+
+
+@_themed
+def fig_training(training: pd.DataFrame, out: str | Path) -> Path:
+    """Validation top-1 error per epoch: mean over seeds, band ± 1 sd; a panel per setting.
+
+    Shows how fast and how far each rule learns, and where a run diverged (its line stops).
+    """
+    title = "Validation top-1 error during training"
+    if training.empty or "val_acc1" not in training.columns:
+        return _placeholder(out, title, "no training metrics in this study")
+    frame = _labelled(training)
+    frame["val_error"] = 100 * (1 - frame["val_acc1"].astype(float))
+    settings, methods = _settings(frame), _methods(frame["method"])
+    fig, axes = _grid(1, len(settings))
+    for ax, setting in zip(axes[0], settings):
+        sns.lineplot(data=_setting_of(frame, setting), x="epoch", y="val_error",
+                     errorbar="sd", ax=ax, legend=False, **_hue(methods))
+        ax.set(title=setting_label(*setting), xlabel="epoch", ylabel="validation top-1 error (%)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _method_legend(fig, methods)
+    fig.suptitle(f"{title} (mean over seeds, band ± 1 sd)")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+ALIGNMENT_METRICS = {"weight_angle": "angle(W, B) (degrees)", "norm_ratio": "‖B‖ / ‖W‖",
+                     "gradient_angle": "angle(update, true gradient) (degrees)"}
+
+
+def _zero_based(ax, metric: str, values) -> None:
+    """Angles on 0..90+ degrees (90 = no alignment), ratios from 0, never an offset axis.
+
+    Without this, bp's float-noise angles (1e-6 degrees) fill a whole panel.
+    """
+    top = float(np.nanmax(values)) if values is not None and len(values) else 0.0
+    top = max(90.0, top * 1.05) if metric.endswith("angle") else max(1.1, top * 1.1)
+    ax.set_ylim(-0.025 * top, top)  # a little below 0 so bp's line at 0 stays visible
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+
+
+@_themed
+def fig_alignment(alignment: pd.DataFrame, out: str | Path) -> Path:
+    """Weight angle, norm ratio and gradient angle per epoch (rows), a column per setting.
+
+    Each line averages the layers of a run, then the seeds (band ± 1 sd over seeds): how
+    far each rule's feedback is from backpropagation as training goes. NaN values (DFA's
+    B is not W-shaped; gradient angle when not measured) are dropped.
+    """
+    title = "Alignment with backpropagation during training"
+    if alignment.empty or not set(ALIGNMENT_METRICS) & set(alignment.columns):
+        return _placeholder(out, title, "no alignment measurements in this study")
+    metrics_ = [m for m in ALIGNMENT_METRICS if m in alignment.columns]
+    per_run = (alignment.groupby(KEYS + ["epoch"], sort=False)[metrics_]
+               .mean().reset_index())  # mean over layers, NaN skipped
+    frame = _labelled(per_run)
+    settings, methods = _settings(frame), _methods(frame["method"])
+    fig, axes = _grid(len(metrics_), len(settings), height=3.0, sharex="col")
+    for row, metric in enumerate(metrics_):
+        for col, setting in enumerate(settings):
+            ax = axes[row][col]
+            data = _setting_of(frame, setting).dropna(subset=[metric])
+            if data.empty:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            else:
+                sns.lineplot(data=data, x="epoch", y=metric, errorbar="sd", ax=ax, legend=False,
+                             **_hue(_methods(data["method"])))
+            _zero_based(ax, metric, data[metric] if not data.empty else None)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set(xlabel="epoch" if row == len(metrics_) - 1 else "",
+                   ylabel=ALIGNMENT_METRICS[metric] if col == 0 else "")
+            if row == 0:
+                ax.set_title(setting_label(*setting))
+    _method_legend(fig, methods)
+    fig.suptitle(f"{title} (mean over layers and seeds, band ± 1 sd over seeds)")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+@_themed
+def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
+    """Angle between W and B per layer at the last epoch, bars by method (± 1 sd over seeds).
+
+    The paper's alignment figure: which layers' feedback ends up pointing along W.
+    """
+    title = "Weight alignment per layer at the last epoch"
+    if alignment.empty or "weight_angle" not in alignment.columns:
+        return _placeholder(out, title, "no alignment measurements in this study")
+    last = alignment[alignment["epoch"] == alignment.groupby(KEYS)["epoch"].transform("max")]
+    frame = _labelled(last.dropna(subset=["weight_angle"]))
+    if frame.empty:
+        return _placeholder(out, title, "no weight angles measured (e.g. only DFA runs)")
+    settings, methods = _settings(frame), _methods(frame["method"])
+    n_layers = max(_setting_of(frame, s)["layer"].nunique() for s in settings)
+    fig, axes = _grid(len(settings), 1, width=min(24.0, max(6.0, 0.22 * n_layers * len(methods))),
+                      height=3.6)
+    for ax, setting in zip(axes[:, 0], settings):
+        data = _setting_of(frame, setting)
+        present = _methods(data["method"])
+        sns.barplot(data=data, x="layer", y="weight_angle", hue="Method",
+                    hue_order=[method_label(m) for m in present],
+                    palette={method_label(m): PALETTE.get(m, "#7f7f7f") for m in present},
+                    order=list(dict.fromkeys(data["layer"])), errorbar="sd", ax=ax, legend=False)
+        ax.set(title=setting_label(*setting), xlabel="layer (input to output)",
+               ylabel="angle(W, B) (degrees)")
+        _zero_based(ax, "weight_angle", data["weight_angle"])
+        ax.tick_params(axis="x", rotation=60)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE.get(m, "#7f7f7f"), label=method_label(m))
+               for m in methods]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(f"{title} (mean over seeds, bar ± 1 sd; DFA has no W-shaped B)")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def _curve(ax, data: pd.DataFrame, x: str, method: str, ls: str = "-") -> None:
+    """Mean robust accuracy (%) over seeds vs ``x``, band = mean of the seeds' 95% Wilson bounds."""
+    curve = data.groupby(x)[["robust_acc", "ci_low", "ci_high"]].mean().sort_index() * 100
+    if curve.empty:
+        return
+    color = PALETTE.get(method, "#7f7f7f")
+    ax.plot(curve.index, curve["robust_acc"], color=color, ls=ls, marker="o", ms=3, lw=1.8)
+    ax.fill_between(curve.index, curve["ci_low"], curve["ci_high"], color=color, alpha=0.12, lw=0)
+
+
+def _load_robustness_reference(reference):
+    if reference is None:
+        return None
+    return reference if isinstance(reference, pd.DataFrame) else _read_csv(Path(reference))
+
+
+def _published_points(ax, reference, setting, attack: str, x: str) -> bool:
+    """Stars at the BioTorch notebook's numbers (CIFAR-10 ResNet-20 only); True if drawn."""
+    if reference is None or tuple(setting[:2]) != ("cifar10", "resnet20"):
+        return False
+    rows = reference[reference["attack"] == attack]
+    for method, group in rows.groupby("method"):
+        xs = [0.0] + group[x].astype(float).tolist()
+        ys = [group["clean_acc"].iloc[0] * 100] + (group["robust_acc"] * 100).tolist()
+        ax.scatter(xs, ys, marker="*", s=90, color=PALETTE.get(method, "#7f7f7f"),
+                   edgecolor="black", linewidth=0.6, zorder=5)
+    return len(rows) > 0
+
+
+PUBLISHED_HANDLE = Line2D([], [], marker="*", ls="", color="#bbbbbb", markeredgecolor="black",
+                          markersize=11, label="published (BioTorch notebook, 500 images)")
+
+
+def _attack_settings(frame: pd.DataFrame) -> list[tuple]:
+    return _settings(frame, with_optimizer=_has_optimizer(frame))
+
+
+@_themed
+def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
+    """Robust accuracy vs eps for the white-box attacks and Square: a column per attack.
+
+    Feedback-gradient attacks are solid, true-gradient attacks dashed, in the same panel:
+    a rule robust only under the solid line is masking its gradient. Lines are the mean
+    over seeds; the band is the mean of the seeds' 95% Wilson intervals. ``reference``
+    (paper_robustness.csv) adds the published Square numbers as stars.
+    """
+    title = "Robust accuracy under white-box attacks and Square"
+    frame = attacks[attacks["attack"].isin(ROBUSTNESS_ATTACKS)] if not attacks.empty else attacks
+    if frame.empty:
+        return _placeholder(out, title, "no white-box or square results in this study")
+    reference = _load_robustness_reference(reference)
+    names = _order(frame["attack"], ROBUSTNESS_ATTACKS)
+    settings, methods = _attack_settings(frame), _methods(frame["method"])
+    fig, axes = _grid(len(settings), len(names), sharey=True)
+    gradients, published = set(), False
+    for row, setting in enumerate(settings):
+        for col, attack in enumerate(names):
+            ax = axes[row][col]
+            data = _setting_of(frame, setting)
+            data = data[data["attack"] == attack]
+            for method in _methods(data["method"]):
+                for gradient, group in data[data["method"] == method].groupby("gradient"):
+                    gradients.add(gradient)
+                    _curve(ax, group, "eps", method, GRADIENT_STYLES.get(gradient, ":"))
+            if attack == "square":
+                published |= _published_points(ax, reference, setting, "square", "eps")
+            if data.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            queries = data["queries"].dropna()
+            name = (f"Square ({int(queries.iloc[0])} queries)" if attack == "square" and len(queries)
+                    else "Square" if attack == "square" else attack.upper())
+            ax.set(title=f"{setting_label(*setting)}: {name}", xlabel="ε (L∞, images in [0, 1])",
+                   ylabel="robust accuracy (%)" if col == 0 else "", ylim=(0, 100))
+    solid = " / ".join(GRADIENT_LABELS[g] for g in ("feedback", "none") if g in gradients)
+    extra = [Line2D([], [], color="#555555", ls=ls, label=label)
+             for ls, label in (("-", solid), ("--", GRADIENT_LABELS["true"] if "true" in gradients
+                                                    else "")) if label]
+    if published:  # stars may show methods this study did not attack
+        methods = _methods(list(methods) + list(reference["method"]))
+    _method_legend(fig, methods, extra + ([PUBLISHED_HANDLE] if published else []), dash_kp=False)
+    fig.suptitle(f"{title} (mean over seeds, band: 95% Wilson interval)")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+@_themed
+def _strength_figure(attacks, out, attack: str, x: str, xlabel: str, title: str,
+                     reference=None) -> Path:
+    frame = attacks[attacks["attack"] == attack] if not attacks.empty else attacks
+    if frame.empty:
+        return _placeholder(out, title, f"no {attack} results in this study")
+    reference = _load_robustness_reference(reference)
+    settings, methods = _attack_settings(frame), _methods(frame["method"])
+    fig, axes = _grid(1, len(settings), sharey=True)
+    published = False
+    for ax, setting in zip(axes[0], settings):
+        data = _setting_of(frame, setting)
+        for method in _methods(data["method"]):
+            _curve(ax, data[data["method"] == method], x, method,
+                   "-" if method in PAPER_METHODS else "--")
+        published |= _published_points(ax, reference, setting, attack, x)
+        ax.set(title=setting_label(*setting), xlabel=xlabel, ylabel="robust accuracy (%)",
+               ylim=(0, 100))
+    if published:  # stars may show methods this study did not attack
+        methods = _methods(list(methods) + list(reference["method"]))
+    _method_legend(fig, methods, [PUBLISHED_HANDLE] if published else [])
+    fig.suptitle(f"{title} (mean over seeds, band: 95% Wilson interval)")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def fig_onepixel(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
+    """Robust accuracy vs number of changed pixels (OnePixel, black box), a line per method.
+
+    ``reference`` (paper_robustness.csv) adds the published 1- and 5-pixel numbers as stars.
+    """
+    return _strength_figure(attacks, out, "onepixel", "pixels", "pixels changed",
+                            "Robust accuracy under the OnePixel attack", reference)
+
+
+def fig_transfer(attacks: pd.DataFrame, out: str | Path) -> Path:
+    """Robust accuracy vs eps when PGD examples crafted on a backpropagation model are fed
+    to each rule's model: robustness that needs no gradient of the target at all."""
+    return _strength_figure(attacks, out, "transfer", "eps", "ε (L∞, images in [0, 1])",
+                            "Robust accuracy under transfer attacks from a bp model")
+
+
+FIGURES = {"training": fig_training, "alignment": fig_alignment,
+           "alignment_layers": fig_alignment_layers, "robustness": fig_robustness,
+           "onepixel": fig_onepixel, "transfer": fig_transfer}
