@@ -28,6 +28,7 @@ from .methods import PAPER_METHODS
 # ----------------------------------------------------------------------------- names
 
 KEYS = ["dataset", "model", "optimizer", "method", "seed"]
+TEXT_COLUMNS = ["dataset", "model", "optimizer", "method", "attack", "gradient", "source", "status"]
 ACCURACY_COLUMNS = KEYS + ["status", "epochs_done", "best_epoch", "top1_error", "n_images",
                            "in_paper", "run_dir"]
 
@@ -104,9 +105,13 @@ def _settings(frame: pd.DataFrame, with_optimizer: bool = True) -> list[tuple]:
 # ----------------------------------------------------------------------------- collecting
 
 def _read_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A CSV as a frame; a zero-byte file is an empty frame rather than an error."""
+    """A CSV as a frame; a zero-byte file is an empty frame rather than an error.
+
+    Names stay text: pandas would otherwise read a column holding only ``true`` (the
+    gradient of an attack file) as booleans.
+    """
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={key: str for key in TEXT_COLUMNS})
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=columns or [])
 

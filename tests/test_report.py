@@ -269,3 +269,11 @@ def test_cli_attacks_and_attack_figure(tmp_path):
         args.run(args)
     with pytest.raises(SystemExit):
         parser().parse_args(["report", "figure", "nope", "--input", "a", "--out", "b"])
+
+
+def test_a_gradient_column_of_only_true_stays_text(tmp_path):
+    path = tmp_path / "pgd-true.csv"
+    frame = pd.DataFrame([{c: None for c in COLUMNS}])
+    frame.loc[0, ["method", "attack", "gradient", "eps", "n_images"]] = ["fa", "pgd", "true", 0.1, 10]
+    frame.to_csv(path, index=False)
+    assert report.collect_attacks([path])["gradient"].tolist() == ["true"]

@@ -88,5 +88,5 @@ def test_small_study_end_to_end(project):
     plan = snakemake(project, "-n", "--configfile", "config/small.yaml")
     counts = job_counts(plan.stdout)
     assert counts["train"] == 1 and counts["evaluate"] == 1
-    assert counts["attack"] == 6  # fa's own attacks; bp and its transfer examples are untouched
+    assert counts["attack"] == 4  # fa's pgd x 2 gradients, square, transfer; bp untouched
     assert "run_config" not in counts and "data" not in counts
