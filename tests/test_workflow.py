@@ -90,3 +90,10 @@ def test_small_study_end_to_end(project):
     assert counts["train"] == 1 and counts["evaluate"] == 1
     assert counts["attack"] == 4  # fa's pgd x 2 gradients, square, transfer; bp untouched
     assert "run_config" not in counts and "data" not in counts
+
+
+def test_lint_is_clean():
+    result = snakemake(ROOT, "--lint")
+    assert result.returncode == 0
+    assert "Lints for" not in result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr

@@ -1,23 +1,3 @@
-def attack_section(wildcards):
-    return config.get("attacks", {})
-
-
-def transfer_source(wildcards):
-    """Transfer attacks craft their examples on the bp run of the same data, model and seed."""
-    if wildcards.attack != "transfer":
-        return []
-    return RUN.format(**{**wildcards, "method": "bp"}) + "/best.pt"
-
-
-def attack_arguments(wildcards):
-    arguments = attack_plan()[wildcards.attack, wildcards.gradient]
-    if wildcards.gradient in ("feedback", "true"):
-        arguments += f" --gradient {wildcards.gradient}"
-    if wildcards.attack == "transfer":
-        arguments += " --source " + RUN.format(**{**wildcards, "method": "bp"})
-    return arguments
-
-
 rule attack:
     """Clean and robust accuracy of one run under one attack and one threat model."""
     input:
@@ -26,12 +6,14 @@ rule attack:
     output:
         ATTACK_CSV,
     params:
-        dir=RUN,
+        dir=lambda wildcards, input: os.path.dirname(input.best),
         arguments=attack_arguments,
         n=config.get("attacks", {}).get("n_images", 500),
         batch=config.get("attacks", {}).get("batch_size", 128),
         seed=config.get("attacks", {}).get("seed", 0),
         device=config["device"],
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/attack/{KEYS}/{{attack}}-{{gradient}}.log",
     threads: resource(attack_section, "threads", 1)

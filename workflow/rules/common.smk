@@ -1,3 +1,5 @@
+import os
+
 # Helpers: the list of runs and attacks the config asks for, and each run's biofa config.
 
 RESULTS = config["results"]
@@ -37,6 +39,11 @@ def experiment_of(wildcards):
             return experiment
     raise ValueError(f"no experiment in the config trains {wildcards.dataset}/{wildcards.model}/"
                      f"{wildcards.optimizer}")
+
+
+def run_dir(wildcards, output):
+    """The run folder of a job, from its first output (a file inside the folder)."""
+    return os.path.dirname(output[0])
 
 
 def resource(section, key, default):
@@ -91,3 +98,23 @@ def attack_csvs():
     return [ATTACK_CSV.format(**run, attack=attack, gradient=gradient)
             for run in runs() if (run["dataset"], run["model"], run["optimizer"]) in wanted
             for attack, gradient in attack_plan()]
+
+
+def attack_section(wildcards):
+    return config.get("attacks", {})
+
+
+def transfer_source(wildcards):
+    """Transfer attacks craft their examples on the bp run of the same data, model and seed."""
+    if wildcards.attack != "transfer":
+        return []
+    return f"{RUN.format(**{**wildcards, 'method': 'bp'})}/best.pt"
+
+
+def attack_arguments(wildcards):
+    arguments = attack_plan()[wildcards.attack, wildcards.gradient]
+    if wildcards.gradient in ("feedback", "true"):
+        arguments += f" --gradient {wildcards.gradient}"
+    if wildcards.attack == "transfer":
+        arguments += f" --source {RUN.format(**{**wildcards, 'method': 'bp'})}"
+    return arguments

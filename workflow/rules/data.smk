@@ -3,7 +3,9 @@ rule data:
     output:
         f"{DATA_ROOT}/{{dataset}}/READY",
     params:
-        root=DATA_ROOT,
+        root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
     retries: 2

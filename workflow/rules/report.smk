@@ -19,7 +19,9 @@ rule collect_runs:
         alignment=f"{RESULTS}/tables/alignment.csv",
     params:
         runs=run_dirs(),
-        out=f"{RESULTS}/tables",
+        out=lambda wildcards, output: os.path.dirname(output.accuracy),
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/report/collect_runs.log",
     shell:
@@ -32,6 +34,8 @@ rule collect_attacks:
         attack_csvs(),
     output:
         f"{RESULTS}/tables/robustness.csv",
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/report/collect_attacks.log",
     shell:
@@ -49,7 +53,9 @@ rule error_table:
         md=f"{RESULTS}/tables/error_table.md",
         tex=f"{RESULTS}/tables/error_table.tex",
     params:
-        prefix=f"{RESULTS}/tables/error_table",
+        prefix=lambda wildcards, output: os.path.splitext(output.csv)[0],
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/report/error_table.log",
     shell:
@@ -66,6 +72,8 @@ rule figure:
                category="Figures", subcategory="{figure}"),
     wildcard_constraints:
         figure="|".join(FIGURES),
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/report/figure_{{figure}}.log",
     shell:

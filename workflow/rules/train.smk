@@ -4,6 +4,8 @@ rule run_config:
         f"{RESULTS}/configs/{KEYS}.yaml",
     params:
         config=run_config,
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/run_config/{KEYS}.log",
     localrule: True
@@ -25,7 +27,9 @@ rule train:
         alignment=f"{RUN}/alignment.csv",
         status=f"{RUN}/status.json",
     params:
-        dir=RUN,
+        dir=run_dir,
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/train/{KEYS}.log",
     threads: resource(experiment_of, "threads", 1)
@@ -46,8 +50,10 @@ rule evaluate:
     output:
         f"{RUN}/test.json",
     params:
-        dir=RUN,
+        dir=run_dir,
         device=config["device"],
+    conda:
+        "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/evaluate/{KEYS}.log",
     resources:
