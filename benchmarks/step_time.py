@@ -1,0 +1,228 @@
+"""Training-step time of every biofa method relative to plain PyTorch backprop.
+
+For each model (LeNet-MNIST at batch 64, CIFAR ResNet-20 at batch 128) and device, one
+process builds every variant up front from the same initial weights: the unconverted
+torch model (the reference), one ``biofa.convert``-ed copy per method and, when the
+``biotorch`` package is importable, one BioTorch copy per BioTorch method. Each gets its
+own SGD optimiser and the same fixed random batch. After a few warm-up steps, every
+round times each variant once for ``--steps`` steps, in a freshly shuffled order, so
+slow drifts of the machine (thermal, other jobs) hit all variants alike. Reported: the
+median over rounds of the per-step time and its ratio to the plain-torch median.
+
+    python benchmarks/step_time.py                       # all methods, CPU (+ CUDA)
+    python benchmarks/step_time.py --rounds 7 --markdown # table for a README
+    python benchmarks/step_time.py --models resnet20 --methods fa,dfa --csv times.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import datetime
+import io
+import platform
+import random
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import biofa
+from biofa.models import build, input_shape
+
+BATCH = {"lenet_mnist": 64, "resnet20": 128}
+WARMUP = 3
+# biofa method -> BioTorch mode (BioTorch has no Kolen-Pollack)
+BIOTORCH_MODES = {"bp": "backpropagation", "fa": "fa", "dfa": "dfa",
+                  "usf": "usf", "brsf": "brsf", "frsf": "frsf"}
+
+try:  # optional comparison; never a dependency of biofa
+    from biotorch.module.biomodule import BioModule
+except Exception as err:  # noqa: BLE001 - any import failure just skips the comparison
+    BioModule, BIOTORCH_ERROR = None, f"{type(err).__name__}: {err}"
+
+
+def biotorch_model(base, method, num_classes):
+    """A BioTorch copy of ``base``; its converter prints a report, which we swallow."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return BioModule(copy.deepcopy(base), mode=BIOTORCH_MODES[method],
+                         copy_weights=True, output_dim=num_classes)
+
+
+def make_variants(name, methods, device, use_biotorch, num_classes=10):
+    """(library, method, model) for every variant, all from the same initial weights."""
+    torch.manual_seed(0)
+    base = build(name, num_classes=num_classes)
+    variants = [("torch", "torch", copy.deepcopy(base))]
+    for method in methods:
+        model = copy.deepcopy(base)
+        options = {"input_size": input_shape(name)} if method == "dfa" else {}
+        biofa.convert(model, method, **options)
+        variants.append(("biofa", method, model))
+    if use_biotorch:
+        for method in methods:
+            if method in BIOTORCH_MODES:
+                variants.append(("biotorch", method, biotorch_model(base, method, num_classes)))
+    return [(lib, method, model.to(device).train()) for lib, method, model in variants]
+
+
+def make_step(model, lib, method, x, y):
+    """One training step: zero_grad, forward, cross-entropy, backward, optimiser step."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    # BioTorch's DFA computes the output error inside its forward pass
+    kwargs = ({"targets": y, "loss_function": F.cross_entropy}
+              if lib == "biotorch" and method == "dfa" else {})
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x, **kwargs), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def bench(name, device, methods, rounds, steps, use_biotorch, seed):
+    """(library, method, median s/step, spread) per variant, timed in interleaved rounds."""
+    variants = make_variants(name, methods, device, use_biotorch)
+    torch.manual_seed(1)
+    x = torch.randn(BATCH[name], *input_shape(name), device=device)
+    y = torch.randint(0, 10, (BATCH[name],), device=device)
+    step_fns = [make_step(model, lib, method, x, y) for lib, method, model in variants]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    for step in step_fns:
+        for _ in range(WARMUP):
+            step()
+    sync()
+    times = [[] for _ in variants]
+    order = list(range(len(variants)))
+    rng = random.Random(seed)
+    for r in range(rounds):
+        rng.shuffle(order)
+        for i in order:
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step_fns[i]()
+            sync()
+            times[i].append((time.perf_counter() - t0) / steps)
+        print(f"  {name} {device} round {r + 1}/{rounds}", end="\r", file=sys.stderr)
+    print(file=sys.stderr)
+    return [(lib, method, statistics.median(t), spread(t))
+            for (lib, method, _), t in zip(variants, times)]
+
+
+def spread(times):
+    """Interquartile range over median: how noisy a variant's rounds were."""
+    if len(times) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return (q3 - q1) / statistics.median(times)
+
+
+def device_name(device):
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def table(results, methods, markdown):
+    """Rows = model/device/library, columns = methods (ratio to plain torch)."""
+    head = ["model", "device", "batch", "impl", "torch ms/step"] + list(methods)
+    rows = []
+    for (name, device), res in results.items():
+        ref = next(sec for lib, _, sec, _ in res if lib == "torch")
+        for impl in ("biofa", "biotorch"):
+            cells = {method: sec / ref for lib, method, sec, _ in res if lib == impl}
+            if cells:
+                rows.append([name, device, str(BATCH[name]), impl, f"{ref * 1e3:.2f}"]
+                            + [f"{cells[m]:.2f}x" if m in cells else "-" for m in methods])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head] + rows]
+    return "\n".join(lines)
+
+
+def noise_note(results):
+    """The noisiest variant's IQR/median over rounds; a busy machine shows up here."""
+    worst, label = max((spread, f"{name}/{device} {lib}:{method}")
+                       for (name, device), res in results.items()
+                       for lib, method, _, spread in res)
+    verdict = "busy machine? rerun" if worst > 0.10 else "ok"
+    return f"noisiest variant: {label}, IQR/median over rounds {worst:.0%} ({verdict})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="lenet_mnist,resnet20")
+    parser.add_argument("--methods", default=",".join(biofa.METHODS))
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the round orders")
+    parser.add_argument("--csv", help="also write long-format rows to this file")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--no-biotorch", action="store_true", help="skip the BioTorch rows")
+    args = parser.parse_args()
+
+    models = args.models.split(",")
+    methods = args.methods.split(",")
+    for name in models:
+        if name not in BATCH:
+            parser.error(f"unknown model {name!r}; choose from {', '.join(BATCH)}")
+    for method in methods:
+        if method not in biofa.METHODS:
+            parser.error(f"unknown method {method!r}; choose from {', '.join(biofa.METHODS)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch.cuda.is_available() is False")
+    devices = {"cpu": ["cpu"], "cuda": ["cuda"],
+               "all": ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])}[args.device]
+    torch.set_num_threads(args.threads)
+    # BioTorch's DFA layers use torch's deprecated register_backward_hook
+    warnings.filterwarnings("ignore", message="Using a non-full backward hook")
+    use_biotorch = BioModule is not None and not args.no_biotorch
+
+    names = ", ".join(f"{d}: {device_name(d)}" for d in devices)
+    print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M} | torch {torch.__version__} | {names} | "
+          f"{torch.get_num_threads()} threads | {args.rounds} rounds x {args.steps} steps, "
+          f"median per step, ratio to plain torch backprop")
+    if BioModule is None:
+        print(f"# biotorch not importable ({BIOTORCH_ERROR}); no biotorch rows. "
+              "Try: pip install --no-deps biotorch==0.0.16")
+
+    results = {}
+    for device in devices:
+        for name in models:
+            results[(name, device)] = bench(name, device, methods, args.rounds, args.steps,
+                                            use_biotorch, args.seed)
+    print(table(results, methods, args.markdown))
+    print(noise_note(results))
+
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["model", "device", "batch", "method", "median_ms", "ratio"])
+            for (name, device), res in results.items():
+                ref = next(sec for lib, _, sec, _ in res if lib == "torch")
+                for lib, method, sec, _ in res:
+                    label = method if lib != "biotorch" else f"biotorch:{method}"
+                    writer.writerow([name, device, BATCH[name], label,
+                                     f"{sec * 1e3:.3f}", f"{sec / ref:.3f}"])
+
+
+if __name__ == "__main__":
+    main()
