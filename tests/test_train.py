@@ -181,3 +181,17 @@ def test_restart_on_change_starts_afresh(tmp_path):
                  "--restart-on-change"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 1
     assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+
+
+def test_jobs_on_a_several_gpu_machine_each_claim_their_own_gpu(tmp_path, monkeypatch):
+    from biofa import train as train_module
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    claimed = [train_module.claim_gpu(str(tmp_path)) for _ in range(3)]
+    assert claimed == [0, 1, 2]
+    assert train_module.claim_gpu(str(tmp_path)) in (0, 1, 2)  # more jobs than GPUs: shared
+    for handle in train_module._CLAIMED:
+        handle.close()
+    train_module._CLAIMED.clear()
+    assert train_module.claim_gpu(str(tmp_path)) == 0  # released with the process's files
+    train_module._CLAIMED.pop().close()

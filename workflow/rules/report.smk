@@ -63,13 +63,20 @@ rule error_table:
         "--prefix {params.prefix} > {log} 2>&1"
 
 
+PUBLISHED_ROBUSTNESS = "config/reference/paper_robustness.csv"
+
+
 rule figure:
-    """One figure from the collected tables."""
+    """One figure from the collected tables (robustness: the published numbers as stars)."""
     input:
-        lambda wildcards: f"{RESULTS}/tables/{FIGURES[wildcards.figure]}.csv",
+        table=lambda wildcards: f"{RESULTS}/tables/{FIGURES[wildcards.figure]}.csv",
+        reference=PUBLISHED_ROBUSTNESS,
     output:
         report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figures.rst",
                category="Figures", subcategory="{figure}"),
+    params:
+        reference=lambda wildcards, input: (f"--reference {input.reference}"
+                                            if wildcards.figure in ("robustness", "onepixel") else ""),
     wildcard_constraints:
         figure="|".join(FIGURES),
     conda:
@@ -77,4 +84,5 @@ rule figure:
     log:
         f"{RESULTS}/logs/report/figure_{{figure}}.log",
     shell:
-        "biofa report figure {wildcards.figure} --input {input} --out {output} > {log} 2>&1"
+        "biofa report figure {wildcards.figure} --input {input.table} --out {output} "
+        "{params.reference} > {log} 2>&1"
