@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from .base import fill_
 from .frsf import FRSF
 
 
@@ -17,4 +18,4 @@ class BRSF(FRSF):
     paper = "Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018"
 
     def refresh(self, layer: nn.Module) -> None:
-        layer.feedback_magnitude.copy_(self.draw_magnitude(layer))
+        fill_(layer.init_scheme, layer.feedback_magnitude).abs_()  # in place: no allocation
