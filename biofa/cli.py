@@ -51,13 +51,10 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .config import ConfigError, validate
+    from .config import read, validate
     from .train import train
 
-    try:
-        raw = yaml.safe_load(open(args.config)) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {args.config!r} does not exist") from None
+    raw = read(args.config)
     for assignment in args.set:
         _set(raw, assignment)
     status = train(validate(raw), args.out, restart_on_change=args.restart_on_change)

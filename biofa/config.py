@@ -156,13 +156,17 @@ def validate(config: dict) -> dict:
     return config
 
 
-def load(path: str | Path) -> dict:
-    """Read and validate a YAML run config."""
+def read(path: str | Path) -> dict:
+    """A YAML run config as written, not yet checked (so overrides can still apply)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    return validate(raw or {})
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a YAML run config."""
+    return validate(read(path))

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from . import io
-from .config import validate
+from .config import load
 from .data import loaders
 from .train import RunError, build_model, resolve_device
 
@@ -19,8 +19,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "au
     if not (run_dir / "config.yaml").exists() or not path.exists():
         raise RunError(f"{run_dir} holds no trained run ({path.name} or config.yaml missing); "
                        f"train it first: biofa train CONFIG.yaml --out {run_dir}")
-    import yaml
-    config = validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    config = load(run_dir / "config.yaml")
     config["device"] = device
     model = build_model(config, resolve_device(device))
     state = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
