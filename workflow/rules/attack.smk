@@ -21,7 +21,6 @@ rule attack:
         gpu=resource(attack_section, "gpu", 0),
         mem_mb=resource(attack_section, "mem_mb", 4000),
         runtime=resource(attack_section, "runtime", 60),
-    retries: 1
     shell:
         "biofa attack {params.dir} --attack {wildcards.attack} {params.arguments} "
         "--n {params.n} --batch-size {params.batch} --seed {params.seed} "

@@ -1,5 +1,7 @@
 rule data:
-    """One job per data set: download through torchvision (or check the files are there)."""
+    """One job per data set: download through torchvision (or check the files are there).
+
+    Runs where snakemake runs: cluster compute nodes often have no internet access."""
     output:
         f"{DATA_ROOT}/{{dataset}}/READY",
     params:
@@ -9,5 +11,6 @@ rule data:
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
     retries: 2
+    localrule: True
     shell:
         "biofa data {wildcards.dataset} --root {params.root} > {log} 2>&1"

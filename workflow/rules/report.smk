@@ -9,7 +9,8 @@ FIGURES = {
 
 
 rule collect_runs:
-    """Test errors, training curves and alignment of every run, one table each."""
+    """Test errors, training curves and alignment of every run, one table each (light
+    rules like this one run where snakemake runs, not as cluster jobs)."""
     input:
         tests=expand(f"{RUN}/test.json", zip, **{k: [r[k] for r in runs()] for k in
                      ("dataset", "model", "optimizer", "method", "seed")}),
@@ -22,6 +23,7 @@ rule collect_runs:
         out=lambda wildcards, output: os.path.dirname(output.accuracy),
     conda:
         "../envs/biofa.yaml"
+    localrule: True
     log:
         f"{RESULTS}/logs/report/collect_runs.log",
     shell:
@@ -36,6 +38,7 @@ rule collect_attacks:
         f"{RESULTS}/tables/robustness.csv",
     conda:
         "../envs/biofa.yaml"
+    localrule: True
     log:
         f"{RESULTS}/logs/report/collect_attacks.log",
     shell:
@@ -56,6 +59,7 @@ rule error_table:
         prefix=lambda wildcards, output: os.path.splitext(output.csv)[0],
     conda:
         "../envs/biofa.yaml"
+    localrule: True
     log:
         f"{RESULTS}/logs/report/error_table.log",
     shell:
@@ -81,6 +85,7 @@ rule figure:
         figure="|".join(FIGURES),
     conda:
         "../envs/biofa.yaml"
+    localrule: True
     log:
         f"{RESULTS}/logs/report/figure_{{figure}}.log",
     shell:

@@ -37,7 +37,6 @@ rule train:
         gpu=resource(experiment_of, "gpu", 0),
         mem_mb=resource(experiment_of, "mem_mb", 4000),
         runtime=resource(experiment_of, "runtime", 60),
-    retries: 2
     shell:
         "biofa train {input.config} --out {params.dir} --restart-on-change > {log} 2>&1"
 
