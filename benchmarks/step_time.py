@@ -21,6 +21,7 @@ import contextlib
 import copy
 import csv
 import datetime
+import gc
 import io
 import platform
 import random
@@ -88,7 +89,11 @@ def make_step(model, lib, method, x, y):
 
 
 def bench(name, device, methods, rounds, steps, use_biotorch, seed):
-    """(library, method, median s/step, spread) per variant, timed in interleaved rounds."""
+    """(library, method, median s/step, median ratio, spread) per variant.
+
+    The ratio is taken round by round against plain torch timed in the same round, then
+    the median over rounds: a slow spell of the machine cancels out of each ratio.
+    """
     variants = make_variants(name, methods, device, use_biotorch)
     torch.manual_seed(1)
     x = torch.randn(BATCH[name], *input_shape(name), device=device)
@@ -103,18 +108,27 @@ def bench(name, device, methods, rounds, steps, use_biotorch, seed):
     times = [[] for _ in variants]
     order = list(range(len(variants)))
     rng = random.Random(seed)
-    for r in range(rounds):
-        rng.shuffle(order)
-        for i in order:
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step_fns[i]()
-            sync()
-            times[i].append((time.perf_counter() - t0) / steps)
-        print(f"  {name} {device} round {r + 1}/{rounds}", end="\r", file=sys.stderr)
+    gc.collect()
+    gc.disable()  # a collection inside one timed burst would land on one variant only
+    try:
+        for r in range(rounds):
+            rng.shuffle(order)
+            for i in order:
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step_fns[i]()
+                sync()
+                times[i].append((time.perf_counter() - t0) / steps)
+            gc.collect()
+            print(f"  {name} {device} round {r + 1}/{rounds}", end="\r", file=sys.stderr)
+    finally:
+        gc.enable()
     print(file=sys.stderr)
-    return [(lib, method, statistics.median(t), spread(t))
+    reference = times[0]  # plain torch, timed in the same rounds
+    return [(lib, method, statistics.median(t),
+             statistics.median(a / b for a, b in zip(t, reference)),
+             spread([a / b for a, b in zip(t, reference)]))
             for (lib, method, _), t in zip(variants, times)]
 
 
@@ -141,9 +155,9 @@ def table(results, methods, markdown):
     head = ["model", "device", "batch", "impl", "torch ms/step"] + list(methods)
     rows = []
     for (name, device), res in results.items():
-        ref = next(sec for lib, _, sec, _ in res if lib == "torch")
+        ref = next(sec for lib, _, sec, _, _ in res if lib == "torch")
         for impl in ("biofa", "biotorch"):
-            cells = {method: sec / ref for lib, method, sec, _ in res if lib == impl}
+            cells = {method: ratio for lib, method, _, ratio, _ in res if lib == impl}
             if cells:
                 rows.append([name, device, str(BATCH[name]), impl, f"{ref * 1e3:.2f}"]
                             + [f"{cells[m]:.2f}x" if m in cells else "-" for m in methods])
@@ -160,7 +174,7 @@ def noise_note(results):
     """The noisiest variant's IQR/median over rounds; a busy machine shows up here."""
     worst, label = max((spread, f"{name}/{device} {lib}:{method}")
                        for (name, device), res in results.items()
-                       for lib, method, _, spread in res)
+                       for lib, method, _, _, spread in res)
     verdict = "busy machine? rerun" if worst > 0.10 else "ok"
     return f"noisiest variant: {label}, IQR/median over rounds {worst:.0%} ({verdict})"
 
@@ -217,11 +231,10 @@ def main():
             writer = csv.writer(f)
             writer.writerow(["model", "device", "batch", "method", "median_ms", "ratio"])
             for (name, device), res in results.items():
-                ref = next(sec for lib, _, sec, _ in res if lib == "torch")
-                for lib, method, sec, _ in res:
+                for lib, method, sec, ratio, _ in res:
                     label = method if lib != "biotorch" else f"biotorch:{method}"
                     writer.writerow([name, device, BATCH[name], label,
-                                     f"{sec * 1e3:.3f}", f"{sec / ref:.3f}"])
+                                     f"{sec * 1e3:.3f}", f"{ratio:.3f}"])
 
 
 if __name__ == "__main__":
