@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import ctypes
 import datetime
 import gc
 import io
@@ -132,6 +133,23 @@ def bench(name, device, methods, rounds, steps, use_biotorch, seed):
             for (lib, method, _), t in zip(variants, times)]
 
 
+def steady_allocator() -> bool:
+    """Keep freed memory in glibc's heap instead of returning it to the system.
+
+    By default every step's large activations are mapped fresh and page-faulted in, which
+    costs a variable 10-20% of a LeNet step on a small VM and swamps differences of a few
+    percent between variants. With the heap kept, every variant pays the same steady-state
+    allocation cost. Linux/glibc only; returns False where mallopt is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(libc.mallopt(option, value) == 1 for option, value in (
+        (m_mmap_threshold, 1 << 30), (m_trim_threshold, 1 << 30), (m_top_pad, 1 << 28)))
+
+
 def spread(times):
     """Interquartile range over median: how noisy a variant's rounds were."""
     if len(times) < 2:
@@ -191,6 +209,8 @@ def main():
     parser.add_argument("--csv", help="also write long-format rows to this file")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--no-biotorch", action="store_true", help="skip the BioTorch rows")
+    parser.add_argument("--system-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (noisier: see steady_allocator)")
     args = parser.parse_args()
 
     models = args.models.split(",")
@@ -209,11 +229,13 @@ def main():
     # BioTorch's DFA layers use torch's deprecated register_backward_hook
     warnings.filterwarnings("ignore", message="Using a non-full backward hook")
     use_biotorch = BioModule is not None and not args.no_biotorch
+    allocator = "system allocator" if args.system_allocator or not steady_allocator() \
+        else "steady heap"
 
     names = ", ".join(f"{d}: {device_name(d)}" for d in devices)
     print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M} | torch {torch.__version__} | {names} | "
-          f"{torch.get_num_threads()} threads | {args.rounds} rounds x {args.steps} steps, "
-          f"median per step, ratio to plain torch backprop")
+          f"{torch.get_num_threads()} threads | {allocator} | {args.rounds} rounds x {args.steps} "
+          "steps | median over rounds of the ratio to plain torch backprop")
     if BioModule is None:
         print(f"# biotorch not importable ({BIOTORCH_ERROR}); no biotorch rows. "
               "Try: pip install --no-deps biotorch==0.0.16")

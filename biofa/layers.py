@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from . import functional
 from .methods import INITS, get_rule
-from .methods.base import fill_
+from .methods.base import Rule, fill_
 
 #: Options every method accepts, on a layer or through ``biofa.convert``.
 LAYER_OPTIONS = ("init", "gradient_clip", "constrain_weights")
@@ -70,6 +70,11 @@ class FeedbackLayer:
         if self.constrain_weights:
             self.register_buffer("initial_weight_norm", self.weight.detach().norm())
         self._constrained_version = self._refreshed_version = None
+        # decided once here, not at every forward pass
+        self._custom_backward = rule.custom_backward or clip is not None
+        self._after_forward = (None if type(rule).after_forward is Rule.after_forward
+                               else rule.after_forward)
+        self._updates = self.constrain_weights or type(rule).refresh is not Rule.refresh
         rule.setup(self)
         return self
 
@@ -80,9 +85,11 @@ class FeedbackLayer:
         counter: comparing versions finds the first forward pass after a step with
         no hook on the optimiser.
         """
-        if self.frozen:
+        if not self._updates:
             return
         version = self.weight._version
+        if version == self._refreshed_version or self.frozen:
+            return  # nothing changed since the last training pass (the common case)
         if self.constrain_weights and version != self._constrained_version:
             with torch.no_grad():
                 self.weight.mul_(self.initial_weight_norm / self.weight.norm())
@@ -93,8 +100,7 @@ class FeedbackLayer:
             self._refreshed_version = version
 
     def _plain(self) -> bool:
-        return (self.exact or not torch.is_grad_enabled()
-                or (not self.rule.custom_backward and self.gradient_clip is None))
+        return self.exact or not self._custom_backward or not torch.is_grad_enabled()
 
     def feedback_matrix(self) -> Tensor | None:
         """The B the backward pass uses now (None where it has no W-shaped B: dfa)."""
@@ -135,7 +141,7 @@ class Linear(FeedbackLayer, nn.Linear):
             return F.linear(x, self.weight, self.bias)
         out = functional.linear(x, self.weight, self.bias, self.rule.feedback(self),
                                 self.rule.learns_feedback, self.gradient_clip)
-        return self.rule.after_forward(self, x, out)
+        return out if self._after_forward is None else self._after_forward(self, x, out)
 
 
 class Conv2d(FeedbackLayer, nn.Conv2d):
@@ -180,7 +186,7 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
                                 self.dilation, self.groups, self.rule.learns_feedback,
                                 self.gradient_clip)
         out = out.squeeze(0) if unbatched else out
-        return self.rule.after_forward(self, x, out)
+        return out if self._after_forward is None else self._after_forward(self, x, out)
 
 
 def feedback_layers(model: nn.Module) -> Iterator[tuple[str, FeedbackLayer]]:

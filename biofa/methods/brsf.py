@@ -19,3 +19,4 @@ class BRSF(FRSF):
 
     def refresh(self, layer: nn.Module) -> None:
         fill_(layer.init_scheme, layer.feedback_magnitude).abs_()  # in place: no allocation
+        layer._sign_version = None  # B = |M| sign(W) is rebuilt with the new M
