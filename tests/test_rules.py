@@ -211,3 +211,31 @@ def test_attention_projections_are_left_alone():
     names = [name for name, _ in report.converted]
     assert "1.self_attn.out_proj" not in names and "1.linear1" in names
     assert type(model[1].self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+
+
+@pytest.mark.parametrize("method", ["fa", "dfa", "usf", "brsf", "frsf", "kp"])
+def test_channels_last_and_mixed_precision_keep_the_rule(method):
+    """The GPU options (channels_last, autocast) change memory layout and precision only:
+    gradients equal the float32 contiguous ones (exactly, and to bfloat16 precision). Tanh,
+    not ReLU: a ReLU whose input rounds across zero would change the function itself."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.Tanh(),
+                        nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+    biofa.convert(net, method, **({"input_size": (3, 6, 6)} if method == "dfa" else {}))
+    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 5, (8,))
+
+    def gradients(model, inputs, autocast=False):
+        torch.manual_seed(1)  # brsf draws its magnitudes at this first training pass
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(model(inputs), y)
+        loss.backward()
+        return {name: p.grad for name, p in model.named_parameters()}
+
+    reference = gradients(copy.deepcopy(net), x)
+    last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    for name, grad in gradients(last, x.contiguous(memory_format=torch.channels_last)).items():
+        torch.testing.assert_close(grad, reference[name], rtol=1e-5, atol=1e-6)
+    for name, grad in gradients(copy.deepcopy(net), x, autocast=True).items():
+        assert grad.dtype == torch.float32
+        scale = reference[name].abs().max()
+        torch.testing.assert_close(grad / scale, reference[name] / scale, rtol=0, atol=0.02)
