@@ -1,5 +1,6 @@
 """Every rule's gradients against its formula, worked out by hand in float64."""
 
+import copy
 import math
 
 import pytest
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import biofa
+from biofa import functional
 from biofa.layers import Conv2d, Linear
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -20,6 +22,41 @@ def _float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def backend(request, monkeypatch):
+    """Every formula holds for both backends: the compiled one and the Python reference."""
+    if request.param == "compiled" and functional.backend() is functional._Python:
+        pytest.skip("the compiled feedback functions did not build on this machine")
+    if request.param == "python":
+        monkeypatch.setattr(functional, "_backend", functional._Python)
+    return request.param
+
+
+@pytest.mark.parametrize("method", ["fa", "dfa", "usf", "frsf", "kp"])
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_backends_agree_bit_for_bit(method, kind, clip, backend, monkeypatch):
+    if backend == "python":
+        pytest.skip("compares the compiled backend with the Python one")
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(0)
+    if kind == "linear":
+        net, x = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3, bias=False)), (4, 6)
+    else:
+        net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.Tanh(),
+                            nn.Conv2d(3, 3, 3, stride=2), nn.Flatten())
+        x = (4, 2, 6, 6)
+    biofa.convert(net, method, gradient_clip=clip, **({"input_size": x[1:]} if method == "dfa" else {}))
+    inputs = torch.randn(*x)
+    grads = []
+    for chosen in (functional.backend(), functional._Python):
+        monkeypatch.setattr(functional, "_backend", chosen)
+        model, data = copy.deepcopy(net), inputs.clone().requires_grad_()
+        model(data).pow(2).sum().backward()
+        grads.append([data.grad] + [p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
 def expected_feedback(layer):

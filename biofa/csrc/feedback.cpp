@@ -1,0 +1,126 @@
+// The backward passes of biofa's Linear and Conv2d in C++: the same arithmetic as
+// biofa/functional.py (the reference, and the fallback where this does not build), without
+// a Python call per layer and step. The error sent down goes through `feedback` (B)
+// instead of the weight; the weight gradient is the true local one; B gets the weight's
+// gradient when it learns (Kolen-Pollack); `clip` clamps the incoming error.
+#include <torch/extension.h>
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+namespace {
+
+Tensor cast_like(const Tensor& tensor, const Tensor& like) {
+  return tensor.scalar_type() == like.scalar_type() ? tensor : tensor.to(like.scalar_type());
+}
+
+Tensor clipped(const Tensor& grad, AutogradContext* ctx) {
+  const double clip = ctx->saved_data["clip"].toDouble();
+  return clip > 0 ? grad.clamp(-clip, clip) : grad;
+}
+
+struct LinearFeedback : public torch::autograd::Function<LinearFeedback> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
+                        const Tensor& bias, bool has_bias, const Tensor& feedback,
+                        bool sends_error, bool learn_feedback, double clip) {
+    ctx->save_for_backward({x, feedback});
+    ctx->saved_data["sends_error"] = sends_error;
+    ctx->saved_data["learn"] = learn_feedback;
+    ctx->saved_data["clip"] = clip;
+    ctx->saved_data["has_bias"] = has_bias;
+    return torch::linear(x, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    Tensor x = saved[0], feedback = saved[1];
+    const bool learn = ctx->saved_data["learn"].toBool();
+    Tensor grad = clipped(grads[0], ctx);
+    Tensor grad_x, grad_w, grad_b;
+    if (ctx->needs_input_grad(0) && ctx->saved_data["sends_error"].toBool()) {
+      grad_x = grad.matmul(cast_like(feedback, grad));
+    }
+    if (grad.dim() != 2) {  // any leading dims: one matrix product over all of them
+      grad = grad.reshape({-1, grad.size(-1)});
+      x = x.reshape({-1, x.size(-1)});
+    }
+    if (ctx->needs_input_grad(1) || learn) {
+      grad_w = grad.t().mm(cast_like(x, grad));
+    }
+    if (ctx->needs_input_grad(2) && ctx->saved_data["has_bias"].toBool()) {
+      grad_b = grad.sum(0);
+    }
+    return {grad_x, ctx->needs_input_grad(1) ? grad_w : Tensor(), grad_b, Tensor(),
+            learn ? grad_w : Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+struct Conv2dFeedback : public torch::autograd::Function<Conv2dFeedback> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
+                        const Tensor& bias, bool has_bias, const Tensor& feedback,
+                        bool sends_error, bool learn_feedback, double clip,
+                        std::vector<int64_t> stride,
+                        std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                        int64_t groups) {
+    ctx->save_for_backward({x, feedback});
+    ctx->saved_data["sends_error"] = sends_error;
+    ctx->saved_data["bias_size"] = has_bias ? bias.size(0) : int64_t(-1);
+    ctx->saved_data["learn"] = learn_feedback;
+    ctx->saved_data["clip"] = clip;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["groups"] = groups;
+    return torch::conv2d(x, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt,
+                         stride, padding, dilation, groups);
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const bool learn = ctx->saved_data["learn"].toBool();
+    const int64_t bias_size = ctx->saved_data["bias_size"].toInt();
+    Tensor grad = clipped(grads[0], ctx);
+    std::array<bool, 3> mask = {
+        ctx->needs_input_grad(0) && ctx->saved_data["sends_error"].toBool(),
+        ctx->needs_input_grad(1) || learn, bias_size >= 0};
+    auto stride = ctx->saved_data["stride"].toIntVector();
+    auto padding = ctx->saved_data["padding"].toIntVector();
+    auto dilation = ctx->saved_data["dilation"].toIntVector();
+    std::vector<int64_t> output_padding = {0, 0};
+    auto result = at::convolution_backward(
+        grad, cast_like(saved[0], grad), cast_like(saved[1], grad),
+        bias_size >= 0 ? at::OptionalIntArrayRef(std::vector<int64_t>{bias_size}) : c10::nullopt,
+        stride, padding, dilation, false, output_padding, ctx->saved_data["groups"].toInt(), mask);
+    Tensor grad_w = std::get<1>(result);
+    return {std::get<0>(result), ctx->needs_input_grad(1) ? grad_w : Tensor(),
+            bias_size >= 0 ? std::get<2>(result) : Tensor(), Tensor(),
+            learn ? grad_w : Tensor(),
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// Undefined tensors cannot be inputs of a C++ autograd Function: where there is no bias,
+// or no error is sent down (DFA's hidden layers), the weight stands in and a flag says so.
+Tensor linear(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
+              const c10::optional<Tensor>& feedback, bool learn_feedback, double clip) {
+  return LinearFeedback::apply(x, weight, bias.value_or(weight), bias.has_value(),
+                               feedback.value_or(weight), feedback.has_value(), learn_feedback,
+                               clip);
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
+              const c10::optional<Tensor>& feedback, bool learn_feedback, double clip,
+              std::vector<int64_t> stride, std::vector<int64_t> padding,
+              std::vector<int64_t> dilation, int64_t groups) {
+  return Conv2dFeedback::apply(x, weight, bias.value_or(weight), bias.has_value(),
+                               feedback.value_or(weight), feedback.has_value(), learn_feedback,
+                               clip, stride, padding, dilation, groups);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("linear", &linear, "F.linear whose input gradient goes through feedback");
+  m.def("conv2d", &conv2d, "F.conv2d whose input gradient goes through feedback");
+}
