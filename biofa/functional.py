@@ -123,6 +123,12 @@ def backend():
     return _backend
 
 
+def compiled():
+    """The compiled module, or None where it did not build (or BIOFA_NATIVE=0)."""
+    chosen = backend()
+    return None if chosen is _Python else chosen
+
+
 def _load_native():
     if os.environ.get("BIOFA_NATIVE", "1") == "0":
         return None
@@ -131,7 +137,7 @@ def _load_native():
         from torch.utils.cpp_extension import load
 
         source = Path(__file__).with_name("csrc") / "feedback.cpp"
-        return load(name="biofa_feedback", sources=[str(source)], extra_cflags=["-O2"],
+        return load(name="biofa_feedback", sources=[str(source)], extra_cflags=["-O3"],
                     verbose=False)
     except Exception as error:  # noqa: BLE001 - any build failure falls back to Python
         warnings.warn(f"biofa: the compiled feedback functions did not build ({type(error).__name__}: "

@@ -239,3 +239,29 @@ def test_channels_last_and_mixed_precision_keep_the_rule(method):
         assert grad.dtype == torch.float32
         scale = reference[name].abs().max()
         torch.testing.assert_close(grad / scale, reference[name] / scale, rtol=0, atol=0.02)
+
+
+def test_brsf_magnitudes_are_uniform_and_the_same_from_both_backends(monkeypatch):
+    from biofa import functional
+    from biofa.methods.sign import hashed_uniform
+
+    bound = 0.3
+    m = hashed_uniform((400, 250), seed=12345, bound=bound, like=torch.empty(0))
+    assert m.min() >= 0 and m.max() < bound
+    counts = torch.histc(m, bins=10, min=0, max=bound) / m.numel()
+    assert torch.allclose(counts, torch.full((10,), 0.1), atol=0.005)  # 100k draws: +-0.003
+    assert abs(torch.corrcoef(torch.stack([m.flatten()[:-1], m.flatten()[1:]]))[0, 1]) < 0.01
+
+    layers = []
+    for chosen in (functional.backend(), functional._Python):
+        monkeypatch.setattr(functional, "_backend", chosen)
+        torch.manual_seed(0)
+        layer = Linear(250, 400, method="brsf", init="xavier")
+        torch.manual_seed(1)
+        layer(torch.randn(2, 250, requires_grad=True)).sum().backward()
+        layers.append(layer)
+    assert torch.equal(layers[0].feedback_magnitude, layers[1].feedback_magnitude)
+    assert torch.equal(layers[0].feedback_matrix(), layers[1].feedback_matrix())
+    xavier_bound = math.sqrt(6 / (250 + 400))
+    assert layers[0].feedback_magnitude.max() <= xavier_bound
+    assert layers[0].feedback_magnitude.mean().item() == pytest.approx(xavier_bound / 2, rel=0.01)

@@ -118,9 +118,87 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>
                                clip, stride, padding, dilation, groups);
 }
 
+// ---- sign-concordant feedback: B = m * sign(W) in one pass over the weight --------------
+
+// A 32-bit integer hash (Wellons' lowbias32); biofa/methods/sign.py computes the same
+// numbers with tensor ops where this module is not available.
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+inline float sign_of(float w) { return static_cast<float>((0.0f < w) - (w < 0.0f)); }
+
+bool fast_path(const Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+}
+
+// out = magnitude * sign(weight); magnitude a tensor of the weight's shape
+bool sign_times_(Tensor out, const Tensor& weight, const Tensor& magnitude) {
+  if (!fast_path(out) || !fast_path(weight) || !fast_path(magnitude)) return false;
+  float* __restrict__ o = out.data_ptr<float>();
+  const float* __restrict__ w = weight.data_ptr<float>();
+  const float* __restrict__ m = magnitude.data_ptr<float>();
+  at::parallel_for(0, out.numel(), 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) o[i] = m[i] * sign_of(w[i]);
+  });
+  return true;
+}
+
+// out = scale * sign(weight)
+bool sign_scale_(Tensor out, const Tensor& weight, double scale) {
+  if (!fast_path(out) || !fast_path(weight)) return false;
+  float* __restrict__ o = out.data_ptr<float>();
+  const float* __restrict__ w = weight.data_ptr<float>();
+  const float s = static_cast<float>(scale);
+  at::parallel_for(0, out.numel(), 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) o[i] = s * sign_of(w[i]);
+  });
+  return true;
+}
+
+// magnitude ~ U(0, bound) from the hash of (seed, element index), and out = magnitude *
+// sign(weight), in one pass: brSF's redraw after every optimiser step. Compiled twice,
+// for AVX2 and for any x86-64, and picked at run time (32-bit multiplies vectorise only
+// with the former).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void redraw_range(float* __restrict__ m, float* __restrict__ o, const float* __restrict__ w,
+                  int64_t begin, int64_t end, uint32_t low, uint32_t high, float step) {
+  for (int64_t i = begin; i < end; ++i) {
+    const uint32_t x = mix32(mix32(static_cast<uint32_t>(i) * 0x9e3779b9U + low) ^ high);
+    const float value = static_cast<float>(static_cast<int32_t>(x >> 8)) * step;
+    m[i] = value;
+    o[i] = value * sign_of(w[i]);
+  }
+}
+
+bool redraw_uniform_(Tensor magnitude, Tensor out, const Tensor& weight, double bound,
+                     int64_t seed) {
+  if (!fast_path(magnitude) || !fast_path(out) || !fast_path(weight)) return false;
+  float* m = magnitude.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  const float* w = weight.data_ptr<float>();
+  const uint32_t low = static_cast<uint32_t>(seed & 0xffffffff);
+  const uint32_t high = static_cast<uint32_t>((seed >> 32) & 0xffffffff);
+  const float step = static_cast<float>(bound / 16777216.0);
+  at::parallel_for(0, out.numel(), 16384, [&](int64_t begin, int64_t end) {
+    redraw_range(m, o, w, begin, end, low, high, step);
+  });
+  return true;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &linear, "F.linear whose input gradient goes through feedback");
   m.def("conv2d", &conv2d, "F.conv2d whose input gradient goes through feedback");
+  m.def("sign_times_", &sign_times_, "out = magnitude * sign(weight); False: not handled");
+  m.def("sign_scale_", &sign_scale_, "out = scale * sign(weight); False: not handled");
+  m.def("redraw_uniform_", &redraw_uniform_, "brSF: new U(0, bound) magnitudes and B");
 }

@@ -1,9 +1,14 @@
 """Batchwise Random-magnitude Sign-concordant Feedback: |M| redrawn every optimisation step."""
 
+import math
+
+import torch
 from torch import nn
 
-from .base import fill_
+from .base import fill_, init_std
 from .frsf import FRSF
+from .sign import hashed_uniform
+from .. import functional
 
 
 class BRSF(FRSF):
@@ -12,14 +17,32 @@ class BRSF(FRSF):
     The redraw happens at the first training forward pass after the weights changed,
     so gradient accumulation over several batches keeps one M, and evaluation (or a
     measurement) never redraws.
+
+    With a uniform init (``default``, ``xavier``) |M| ~ U(0, bound) comes from a
+    counter-based generator: a hash of the element index and a seed taken from torch's
+    CPU generator at each redraw. It runs in parallel, in the same pass that builds B,
+    and gives the same numbers on every device (torch's own generator is serial on the
+    CPU and costs several percent of a small model's step). ``kaiming`` draws |N(0, s)|
+    with torch's generator.
     """
 
     name = "brsf"
     paper = "Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018"
 
     def refresh(self, layer: nn.Module) -> None:
-        if not layer.feedback_magnitude.is_contiguous():
+        magnitude = layer.feedback_magnitude
+        if not magnitude.is_contiguous():
             # a channels_last model: draw in logical order, so a seed gives the same M
-            layer.feedback_magnitude = layer.feedback_magnitude.contiguous()
-        fill_(layer.init_scheme, layer.feedback_magnitude).abs_()  # in place: no allocation
+            magnitude = layer.feedback_magnitude = magnitude.contiguous()
         layer._sign_version = None  # B = |M| sign(W) is rebuilt with the new M
+        if layer.init_scheme == "kaiming":
+            fill_(layer.init_scheme, magnitude).abs_()
+            return
+        bound = math.sqrt(3.0) * init_std(layer.init_scheme, magnitude.shape)
+        seed = int(torch.empty((), dtype=torch.int64).random_())
+        native, weight = functional.compiled(), layer.weight.detach()
+        if native is not None and native.redraw_uniform_(magnitude, layer.sign_feedback, weight,
+                                                         bound, seed):
+            layer._sign_version = weight._version  # B was built in the same pass
+        else:
+            magnitude.copy_(hashed_uniform(magnitude.shape, seed, bound, magnitude))

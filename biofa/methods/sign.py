@@ -11,10 +11,46 @@ through ``weight.data`` bypass the version counter: change weights in place unde
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
+from .. import functional
 from .base import Rule
+
+_MASK = 0xFFFFFFFF
+
+
+def sign_times_(out: Tensor, weight: Tensor, magnitude: Tensor | float) -> Tensor:
+    """out = magnitude * sign(weight): one compiled pass on CPU float32, else two ops."""
+    native = functional.compiled()
+    if native is not None:
+        if isinstance(magnitude, Tensor):
+            done = native.sign_times_(out, weight, magnitude)
+        else:
+            done = native.sign_scale_(out, weight, float(magnitude))
+        if done:
+            return out
+    return torch.sign(weight, out=out).mul_(magnitude)
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """Wellons' lowbias32 hash on int64 tensors holding 32-bit values (as feedback.cpp)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK
+    return x ^ (x >> 16)
+
+
+def hashed_uniform(shape, seed: int, bound: float, like: Tensor) -> Tensor:
+    """U(0, bound) numbers from the hash of (seed, element index), in ``like``'s dtype and
+    device: the same numbers as the compiled redraw, on any device."""
+    index = torch.arange(math.prod(shape), device=like.device, dtype=torch.int64)
+    x = _mix32(_mix32((index * 0x9E3779B9 + (seed & _MASK)) & _MASK) ^ ((seed >> 32) & _MASK))
+    step = torch.tensor(bound / 16777216.0, dtype=like.dtype, device=like.device)
+    return ((x >> 8).to(like.dtype) * step).view(shape)
 
 
 class SignConcordant(Rule):
@@ -32,7 +68,7 @@ class SignConcordant(Rule):
     def feedback(self, layer: nn.Module) -> Tensor:
         version = layer.weight._version
         if version != layer._sign_version:
-            torch.sign(layer.weight.detach(), out=layer.sign_feedback).mul_(self.magnitude(layer))
+            sign_times_(layer.sign_feedback, layer.weight.detach(), self.magnitude(layer))
             layer._sign_version = version
         return layer.sign_feedback
 
