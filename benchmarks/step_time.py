@@ -12,6 +12,7 @@ median over rounds of the per-step time and its ratio to the plain-torch median.
     python benchmarks/step_time.py                       # all methods, CPU (+ CUDA)
     python benchmarks/step_time.py --rounds 7 --markdown # table for a README
     python benchmarks/step_time.py --models resnet20 --methods fa,dfa --csv times.csv
+    python benchmarks/step_time.py --device cuda --gpu-options  # + amp and channels_last rows
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def make_variants(name, methods, device, use_biotorch, num_classes=10):
     return [(lib, method, model.to(device).train()) for lib, method, model in variants]
 
 
-def make_step(model, lib, method, x, y):
-    """One training step: zero_grad, forward, cross-entropy, backward, optimiser step."""
+def make_step(model, lib, method, x, y, amp=False):
+    """One training step: zero_grad, forward, cross-entropy, backward, optimiser step
+    (forward and loss under float16 autocast with ``amp``, as biofa train does on CUDA)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     # BioTorch's DFA computes the output error inside its forward pass
     kwargs = ({"targets": y, "loss_function": F.cross_entropy}
@@ -83,13 +85,14 @@ def make_step(model, lib, method, x, y):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x, **kwargs), y)
+        with torch.autocast(x.device.type, enabled=amp):
+            loss = F.cross_entropy(model(x, **kwargs), y)
         loss.backward()
         opt.step()
     return step
 
 
-def bench(name, device, methods, rounds, steps, use_biotorch, seed):
+def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=False):
     """(library, method, median s/step, median ratio, spread) per variant.
 
     The ratio is taken round by round against plain torch timed in the same round, then
@@ -99,7 +102,12 @@ def bench(name, device, methods, rounds, steps, use_biotorch, seed):
     torch.manual_seed(1)
     x = torch.randn(BATCH[name], *input_shape(name), device=device)
     y = torch.randint(0, 10, (BATCH[name],), device=device)
-    step_fns = [make_step(model, lib, method, x, y) for lib, method, model in variants]
+    if gpu_options:  # biofa train's amp + channels_last; BioTorch's Functions fail under autocast
+        x = x.contiguous(memory_format=torch.channels_last)
+        variants = [(lib, method, model.to(memory_format=torch.channels_last))
+                    for lib, method, model in variants if lib != "biotorch"]
+    step_fns = [make_step(model, lib, method, x, y, amp=gpu_options)
+                for lib, method, model in variants]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     for step in step_fns:
@@ -209,6 +217,8 @@ def main():
     parser.add_argument("--csv", help="also write long-format rows to this file")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--no-biotorch", action="store_true", help="skip the BioTorch rows")
+    parser.add_argument("--gpu-options", action="store_true",
+                        help="CUDA rows also with amp and channels_last (biofa train's options)")
     parser.add_argument("--system-allocator", action="store_true",
                         help="leave glibc's allocator as it is (noisier: see steady_allocator)")
     args = parser.parse_args()
@@ -240,11 +250,14 @@ def main():
         print(f"# biotorch not importable ({BIOTORCH_ERROR}); no biotorch rows. "
               "Try: pip install --no-deps biotorch==0.0.16")
 
+    runs = [(device, device, False) for device in devices]
+    if args.gpu_options and "cuda" in devices:
+        runs.append(("cuda", "cuda amp+channels_last", True))
     results = {}
-    for device in devices:
+    for device, label, gpu_options in runs:
         for name in models:
-            results[(name, device)] = bench(name, device, methods, args.rounds, args.steps,
-                                            use_biotorch, args.seed)
+            results[(name, label)] = bench(name, device, methods, args.rounds, args.steps,
+                                           use_biotorch, args.seed, gpu_options)
     print(table(results, methods, args.markdown))
     print(noise_note(results))
 

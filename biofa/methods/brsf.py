@@ -18,12 +18,13 @@ class BRSF(FRSF):
     so gradient accumulation over several batches keeps one M, and evaluation (or a
     measurement) never redraws.
 
-    With a uniform init (``default``, ``xavier``) |M| ~ U(0, bound) comes from a
-    counter-based generator: a hash of the element index and a seed taken from torch's
+    With a uniform init (``default``, ``xavier``) on the CPU, |M| ~ U(0, bound) comes from
+    a counter-based generator: a hash of the element index and a seed taken from torch's
     CPU generator at each redraw. It runs in parallel, in the same pass that builds B,
-    and gives the same numbers on every device (torch's own generator is serial on the
-    CPU and costs several percent of a small model's step). ``kaiming`` draws |N(0, s)|
-    with torch's generator.
+    and gives the same numbers from the compiled and the Python backend (torch's own CPU
+    generator is serial and costs several percent of a small model's step). On a GPU,
+    torch's generator of that device draws M in one kernel (a hash in tensor ops would be
+    a dozen launches per layer). ``kaiming`` draws |N(0, s)| with torch's generator.
     """
 
     name = "brsf"
@@ -39,6 +40,9 @@ class BRSF(FRSF):
             fill_(layer.init_scheme, magnitude).abs_()
             return
         bound = math.sqrt(3.0) * init_std(layer.init_scheme, magnitude.shape)
+        if magnitude.device.type != "cpu":
+            magnitude.uniform_(0.0, bound)
+            return
         seed = int(torch.empty((), dtype=torch.int64).random_())
         native, weight = functional.compiled(), layer.weight.detach()
         if native is not None and native.redraw_uniform_(magnitude, layer.sign_feedback, weight,
