@@ -221,6 +221,8 @@ def main():
                         help="CUDA rows also with amp and channels_last (biofa train's options)")
     parser.add_argument("--system-allocator", action="store_true",
                         help="leave glibc's allocator as it is (noisier: see steady_allocator)")
+    parser.add_argument("--keep-denormals", action="store_true",
+                        help="no flush-to-zero on the CPU (noisier: see main)")
     args = parser.parse_args()
 
     models = args.models.split(",")
@@ -236,6 +238,11 @@ def main():
     devices = {"cpu": ["cpu"], "cuda": ["cuda"],
                "all": ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])}[args.device]
     torch.set_num_threads(args.threads)
+    # Each variant memorises its fixed batch within a few hundred steps; its gradients then
+    # fall into float32's subnormal range, which x86 CPUs process far slower, and each
+    # variant gets there at its own time. Flushing subnormals to zero (what GPUs do under
+    # fast math anyway) keeps the timing about the arithmetic, the same for every variant.
+    flush = not args.keep_denormals and torch.set_flush_denormal(True)
     # BioTorch's DFA layers use torch's deprecated register_backward_hook
     warnings.filterwarnings("ignore", message="Using a non-full backward hook")
     use_biotorch = BioModule is not None and not args.no_biotorch
@@ -244,7 +251,7 @@ def main():
 
     names = ", ".join(f"{d}: {device_name(d)}" for d in devices)
     print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M} | torch {torch.__version__} | {names} | "
-          f"{torch.get_num_threads()} threads | {allocator} | {args.rounds} rounds x {args.steps} "
+          f"{torch.get_num_threads()} threads | {allocator}{' | subnormals flushed' if flush else ''} | {args.rounds} rounds x {args.steps} "
           "steps | median over rounds of the ratio to plain torch backprop")
     if BioModule is None:
         print(f"# biotorch not importable ({BIOTORCH_ERROR}); no biotorch rows. "
