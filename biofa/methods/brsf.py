@@ -20,8 +20,8 @@ class BRSF(FRSF):
 
     With a uniform init (``default``, ``xavier``) on the CPU, |M| ~ U(0, bound) comes from
     a counter-based generator: a hash of the element index and a seed taken from torch's
-    CPU generator at each redraw. It runs in parallel, in the same pass that builds B,
-    and gives the same numbers from the compiled and the Python backend (torch's own CPU
+    CPU generator at each redraw. It runs in the same pass that builds B, and gives the
+    same numbers from the compiled and the Python backend (torch's own CPU
     generator is serial and costs several percent of a small model's step). On a GPU,
     torch's generator of that device draws M in one kernel (a hash in tensor ops would be
     a dozen launches per layer). ``kaiming`` draws |N(0, s)| with torch's generator.
@@ -29,6 +29,11 @@ class BRSF(FRSF):
 
     name = "brsf"
     paper = "Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018"
+
+    def setup(self, layer: nn.Module) -> None:
+        super().setup(layer)
+        # U(0, bound) has the init's standard deviation; fixed by the init and the shape
+        self.bound = math.sqrt(3.0) * init_std(layer.init_scheme, layer.weight.shape)
 
     def refresh(self, layer: nn.Module) -> None:
         magnitude = layer.feedback_magnitude
@@ -39,7 +44,7 @@ class BRSF(FRSF):
         if layer.init_scheme == "kaiming":
             fill_(layer.init_scheme, magnitude).abs_()
             return
-        bound = math.sqrt(3.0) * init_std(layer.init_scheme, magnitude.shape)
+        bound = self.bound
         if magnitude.device.type != "cpu":
             magnitude.uniform_(0.0, bound)
             return

@@ -10,7 +10,6 @@ rule data:
         "../envs/biofa.yaml"
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
-    retries: 2
     localrule: True
     shell:
         "biofa data {wildcards.dataset} --root {params.root} > {log} 2>&1"
