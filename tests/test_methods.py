@@ -2,6 +2,7 @@
 
 import copy
 import math
+import os
 
 import pytest
 import torch
@@ -32,6 +33,14 @@ def backend(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(functional, "_backend", functional._Python)
     return request.param
+
+
+def test_the_compiled_backend_builds_where_it_is_required(backend):
+    """Where it does not build, every test of it skips; CI sets BIOFA_REQUIRE_NATIVE=1 on
+    machines with a C++ compiler so that a broken build fails instead of hiding."""
+    if backend == "python" or os.environ.get("BIOFA_REQUIRE_NATIVE") != "1":
+        pytest.skip("BIOFA_REQUIRE_NATIVE is not 1")
+    assert functional.compiled() is not None
 
 
 @pytest.mark.parametrize("method", ["fa", "dfa", "usf", "frsf", "kp"])

@@ -56,6 +56,29 @@ def test_brsf_redraws_once_per_optimiser_step_and_never_in_eval():
     assert (layer.feedback_magnitude >= 0).all()
 
 
+@pytest.mark.parametrize("method", ["usf", "frsf", "brsf"])
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_a_graph_built_before_b_was_rebuilt_refuses_to_backpropagate(method, compiled,
+                                                                      monkeypatch):
+    """B is rebuilt in place after a step; a graph still holding the old B must fail loudly
+    (autograd's version check) instead of silently sending errors through the new one."""
+    from biofa import functional
+
+    if compiled and functional.compiled() is None:
+        pytest.skip("the compiled feedback functions did not build on this machine")
+    if not compiled:
+        monkeypatch.setattr(functional, "_backend", functional._Python)
+    net = mlp(method)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    stale = F.cross_entropy(net(x), y)
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.neg_()  # every sign flips: B must change
+    F.cross_entropy(net(x), y).backward()  # the new graph rebuilt B (brsf: and redrew M)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        stale.backward()
+
+
 def test_frsf_keeps_its_magnitudes_and_follows_the_sign_of_w():
     net = mlp("frsf")
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
@@ -252,7 +275,7 @@ def test_brsf_magnitudes_are_uniform_and_the_same_from_both_backends(monkeypatch
     assert torch.allclose(counts, torch.full((10,), 0.1), atol=0.005)  # 100k draws: +-0.003
     assert abs(torch.corrcoef(torch.stack([m.flatten()[:-1], m.flatten()[1:]]))[0, 1]) < 0.01
 
-    layers = []
+    layers, after = [], []
     for chosen in (functional.backend(), functional._Python):
         monkeypatch.setattr(functional, "_backend", chosen)
         torch.manual_seed(0)
@@ -260,6 +283,8 @@ def test_brsf_magnitudes_are_uniform_and_the_same_from_both_backends(monkeypatch
         torch.manual_seed(1)
         layer(torch.randn(2, 250, requires_grad=True)).sum().backward()
         layers.append(layer)
+        after.append(torch.rand(3))  # the seed took the same draws from torch's generator
+    assert torch.equal(after[0], after[1])
     assert torch.equal(layers[0].feedback_magnitude, layers[1].feedback_magnitude)
     assert torch.equal(layers[0].feedback_matrix(), layers[1].feedback_matrix())
     xavier_bound = math.sqrt(6 / (250 + 400))

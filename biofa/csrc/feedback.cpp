@@ -3,6 +3,8 @@
 // a Python call per layer and step. The error sent down goes through `feedback` (B)
 // instead of the weight; the weight gradient is the true local one; B gets the weight's
 // gradient when it learns (Kolen-Pollack); `clip` clamps the incoming error.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorIterator.h>
 #include <torch/extension.h>
 
 using torch::Tensor;
@@ -137,15 +139,36 @@ bool fast_path(const Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
 }
 
+// body(begin, end) over [0, out.numel()), split among torch's threads by TensorIterator, as
+// torch splits its own elementwise ops: the optimiser step that just wrote the weight. Each
+// thread then reads the part of W it wrote from its own cache; a serial pass pulls half of
+// W across cores, which costs more than the arithmetic (measured on a 2-core VM).
+template <typename Body>
+void split_like_torch(Tensor out, const Body& body) {
+  const int64_t numel = out.numel();
+  if (numel < at::internal::GRAIN_SIZE || at::get_num_threads() == 1) {
+    body(0, numel);  // torch runs these serially on the calling thread too
+    return;
+  }
+  at::TensorIterator iter = at::TensorIterator::nullary_op(out);
+  const char* base = static_cast<const char*>(out.data_ptr());
+  const int64_t size = static_cast<int64_t>(out.element_size());
+  iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
+    const int64_t begin = (data[0] - base) / size;
+    body(begin, begin + n);
+  });
+}
+
 // out = magnitude * sign(weight); magnitude a tensor of the weight's shape
 bool sign_times_(Tensor out, const Tensor& weight, const Tensor& magnitude) {
   if (!fast_path(out) || !fast_path(weight) || !fast_path(magnitude)) return false;
   float* __restrict__ o = out.data_ptr<float>();
   const float* __restrict__ w = weight.data_ptr<float>();
   const float* __restrict__ m = magnitude.data_ptr<float>();
-  at::parallel_for(0, out.numel(), 16384, [&](int64_t begin, int64_t end) {
+  split_like_torch(out, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) o[i] = m[i] * sign_of(w[i]);
   });
+  torch::autograd::impl::bump_version(out);
   return true;
 }
 
@@ -155,9 +178,10 @@ bool sign_scale_(Tensor out, const Tensor& weight, double scale) {
   float* __restrict__ o = out.data_ptr<float>();
   const float* __restrict__ w = weight.data_ptr<float>();
   const float s = static_cast<float>(scale);
-  at::parallel_for(0, out.numel(), 16384, [&](int64_t begin, int64_t end) {
+  split_like_torch(out, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) o[i] = s * sign_of(w[i]);
   });
+  torch::autograd::impl::bump_version(out);
   return true;
 }
 
@@ -178,18 +202,30 @@ void redraw_range(float* __restrict__ m, float* __restrict__ o, const float* __r
   }
 }
 
-bool redraw_uniform_(Tensor magnitude, Tensor out, const Tensor& weight, double bound,
-                     int64_t seed) {
+// The seed of one redraw, drawn from torch's default CPU generator exactly as
+// `torch.empty((), dtype=torch.int64).random_()` draws it (biofa/methods/brsf.py): the
+// Python fallback then gets the same seeds and leaves the generator in the same state.
+int64_t draw_seed() {
+  at::Generator generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  const uint64_t bits = at::check_generator<at::CPUGeneratorImpl>(generator)->random64();
+  return static_cast<int64_t>(bits % (static_cast<uint64_t>(INT64_MAX) + 1));
+}
+
+bool redraw_uniform_(Tensor magnitude, Tensor out, const Tensor& weight, double bound) {
   if (!fast_path(magnitude) || !fast_path(out) || !fast_path(weight)) return false;
+  const int64_t seed = draw_seed();  // only once the redraw is sure to happen here
   float* m = magnitude.data_ptr<float>();
   float* o = out.data_ptr<float>();
   const float* w = weight.data_ptr<float>();
   const uint32_t low = static_cast<uint32_t>(seed & 0xffffffff);
   const uint32_t high = static_cast<uint32_t>((seed >> 32) & 0xffffffff);
   const float step = static_cast<float>(bound / 16777216.0);
-  at::parallel_for(0, out.numel(), 16384, [&](int64_t begin, int64_t end) {
+  split_like_torch(out, [&](int64_t begin, int64_t end) {
     redraw_range(m, o, w, begin, end, low, high, step);
   });
+  torch::autograd::impl::bump_version(magnitude);
+  torch::autograd::impl::bump_version(out);
   return true;
 }
 
@@ -200,5 +236,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d", &conv2d, "F.conv2d whose input gradient goes through feedback");
   m.def("sign_times_", &sign_times_, "out = magnitude * sign(weight); False: not handled");
   m.def("sign_scale_", &sign_scale_, "out = scale * sign(weight); False: not handled");
-  m.def("redraw_uniform_", &redraw_uniform_, "brSF: new U(0, bound) magnitudes and B");
+  m.def("redraw_uniform_", &redraw_uniform_, "brSF: new U(0, bound) magnitudes and B, seeded from torch's CPU generator");
 }

@@ -43,15 +43,11 @@ class BRSF(FRSF):
         layer._sign_version = None  # B = |M| sign(W) is rebuilt with the new M
         if layer.init_scheme == "kaiming":
             fill_(layer.init_scheme, magnitude).abs_()
-            return
-        bound = self.bound
-        if magnitude.device.type != "cpu":
-            magnitude.uniform_(0.0, bound)
-            return
-        seed = int(torch.empty((), dtype=torch.int64).random_())
-        native, weight = functional.compiled(), layer.weight.detach()
-        if native is not None and native.redraw_uniform_(magnitude, layer.sign_feedback, weight,
-                                                         bound, seed):
-            layer._sign_version = weight._version  # B was built in the same pass
-        else:
-            magnitude.copy_(hashed_uniform(magnitude.shape, seed, bound, magnitude))
+        elif magnitude.device.type != "cpu":
+            magnitude.uniform_(0.0, self.bound)
+        elif (native := functional.compiled()) is not None and native.redraw_uniform_(
+                magnitude, layer.sign_feedback, layer.weight, self.bound):
+            layer._sign_version = layer.weight._version  # B was built in the same pass
+        else:  # the same seed (from torch's CPU generator) and numbers as the compiled pass
+            seed = int(torch.empty((), dtype=torch.int64).random_())
+            magnitude.copy_(hashed_uniform(magnitude.shape, seed, self.bound, magnitude))

@@ -32,7 +32,7 @@ def sign_times_(out: Tensor, weight: Tensor, magnitude: Tensor | float) -> Tenso
             done = native.sign_scale_(out, weight, float(magnitude))
         if done:
             return out
-    return torch.sign(weight, out=out).mul_(magnitude)
+    return torch.sign(weight.detach(), out=out).mul_(magnitude)
 
 
 def _mix32(x: Tensor) -> Tensor:
@@ -68,7 +68,7 @@ class SignConcordant(Rule):
     def feedback(self, layer: nn.Module) -> Tensor:
         version = layer.weight._version
         if version != layer._sign_version:
-            sign_times_(layer.sign_feedback, layer.weight.detach(), self.magnitude(layer))
+            sign_times_(layer.sign_feedback, layer.weight, self.magnitude(layer))
             layer._sign_version = version
         return layer.sign_feedback
 
