@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from . import functional
 from .methods import INITS, get_rule
-from .methods.base import Rule, fill_
+from .methods.base import Rule, Versions, fill_
 
 #: Options every method accepts, on a layer or through ``biofa.convert``.
 LAYER_OPTIONS = ("init", "gradient_clip", "constrain_weights")
@@ -69,7 +69,7 @@ class FeedbackLayer:
         self._buffers.pop("initial_weight_norm", None)
         if self.constrain_weights:
             self.register_buffer("initial_weight_norm", self.weight.detach().norm())
-        self._constrained_version = self._refreshed_version = None
+        self.versions = Versions()
         # decided once here, not at every forward pass
         self._custom_backward = rule.custom_backward or clip is not None
         self._after_forward = (None if type(rule).after_forward is Rule.after_forward
@@ -87,17 +87,16 @@ class FeedbackLayer:
         """
         if not self._updates:
             return
-        version = self.weight._version
-        if version == self._refreshed_version or self.frozen:
+        version, done = self.weight._version, self.versions
+        if version == done.refreshed or self.frozen:
             return  # nothing changed since the last training pass (the common case)
-        if self.constrain_weights and version != self._constrained_version:
+        if self.constrain_weights and version != done.constrained:
             with torch.no_grad():
                 self.weight.mul_(self.initial_weight_norm / self.weight.norm())
-            version = self._constrained_version = self.weight._version
-        if self.training and torch.is_grad_enabled() and version != self._refreshed_version:
-            with torch.no_grad():
-                self.rule.refresh(self)
-            self._refreshed_version = version
+            version = done.constrained = self.weight._version
+        if self.training and torch.is_grad_enabled() and version != done.refreshed:
+            self.rule.refresh(self)
+            done.refreshed = version
 
     def _plain(self) -> bool:
         return self.exact or not self._custom_backward or not torch.is_grad_enabled()

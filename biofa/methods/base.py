@@ -54,6 +54,23 @@ def draw(scheme: str, like: Tensor, shape: tuple[int, ...] | None = None) -> Ten
     return fill_(scheme, torch.empty(shape, device=like.device, dtype=like.dtype))
 
 
+class Versions:
+    """The weight version at which each per-step chore of a layer was last done.
+
+    Set after every optimiser step, so kept in plain slots: ``nn.Module.__setattr__``
+    costs more than the chores themselves on a small model.
+    """
+
+    __slots__ = ("constrained", "refreshed", "feedback")
+
+    def __init__(self) -> None:
+        self.constrained = self.refreshed = self.feedback = None
+
+    def __reduce__(self):
+        # a copied or loaded layer has new tensors with their own counters: start afresh
+        return Versions, ()
+
+
 class Rule:
     """Base class of a learning rule; one instance per layer, state lives on the layer.
 
@@ -64,7 +81,8 @@ class Rule:
       backward pass, same shape as the weight; ``None`` sends no error (DFA's hidden
       layers get theirs straight from the output).
     * ``refresh(layer)``: called once after every optimisation step, before the next
-      training forward pass (brSF redraws its magnitudes here).
+      training forward pass, with gradients enabled (brSF redraws its magnitudes here,
+      into buffers).
     * ``after_forward(layer, x, out)``: a last look at the forward pass (DFA's hub).
     """
 

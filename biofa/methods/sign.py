@@ -60,17 +60,16 @@ class SignConcordant(Rule):
         # derived from W (and the magnitudes): not part of the state dict
         layer.register_buffer("sign_feedback", torch.empty_like(layer.weight.detach()),
                               persistent=False)
-        layer._sign_version = None
 
     def magnitude(self, layer: nn.Module) -> Tensor | float:
         raise NotImplementedError
 
     def feedback(self, layer: nn.Module) -> Tensor:
-        version = layer.weight._version
-        if version != layer._sign_version:
-            sign_times_(layer.sign_feedback, layer.weight, self.magnitude(layer))
-            layer._sign_version = version
-        return layer.sign_feedback
+        weight, feedback = layer.weight, layer.sign_feedback
+        if weight._version != layer.versions.feedback:
+            sign_times_(feedback, weight, self.magnitude(layer))
+            layer.versions.feedback = weight._version
+        return feedback
 
     def teardown(self, layer: nn.Module) -> None:
         super().teardown(layer)
