@@ -36,18 +36,18 @@ class BRSF(FRSF):
         self.bound = math.sqrt(3.0) * init_std(layer.init_scheme, layer.weight.shape)
 
     def refresh(self, layer: nn.Module) -> None:
-        magnitude = layer.feedback_magnitude
+        magnitude, weight = layer.feedback_magnitude, layer.weight
         if not magnitude.is_contiguous():
             # a channels_last model: draw in logical order, so a seed gives the same M
             magnitude = layer.feedback_magnitude = magnitude.contiguous()
         layer.versions.feedback = None  # B = |M| sign(W) is rebuilt with the new M
         if layer.init_scheme == "kaiming":
             fill_(layer.init_scheme, magnitude).abs_()
-        elif magnitude.device.type != "cpu":
+        elif not magnitude.is_cpu:
             magnitude.uniform_(0.0, self.bound)
         elif (native := functional.compiled()) is not None and native.redraw_uniform_(
-                magnitude, layer.sign_feedback, layer.weight, self.bound):
-            layer.versions.feedback = layer.weight._version  # B was built in the same pass
+                magnitude, layer.sign_feedback, weight, self.bound):
+            layer.versions.feedback = weight._version  # B was built in the same pass
         else:  # the same seed (from torch's CPU generator) and numbers as the compiled pass
             seed = int(torch.empty((), dtype=torch.int64).random_())
             magnitude.copy_(hashed_uniform(magnitude.shape, seed, self.bound, magnitude))
