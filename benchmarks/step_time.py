@@ -13,6 +13,7 @@ median over rounds of the per-step time and its ratio to the plain-torch median.
     python benchmarks/step_time.py --rounds 7 --markdown # table for a README
     python benchmarks/step_time.py --models resnet20 --methods fa,dfa --csv times.csv
     python benchmarks/step_time.py --device cuda --gpu-options  # + amp and channels_last rows
+    python benchmarks/step_time.py --models lenet_mnist --phases  # + forward/backward/step split
 """
 
 from __future__ import annotations
@@ -77,26 +78,59 @@ def make_variants(name, methods, device, use_biotorch, num_classes=10):
 
 def make_step(model, lib, method, x, y, amp=False):
     """One training step: zero_grad, forward, cross-entropy, backward, optimiser step
-    (forward and loss under float16 autocast with ``amp``, as biofa train does on CUDA)."""
+    (forward and loss under float16 autocast with ``amp``, as biofa train does on CUDA).
+
+    ``step(clock)`` with a list also appends the times at which each of the three phases
+    ended (for ``--phases``); ``step()`` times nothing.
+    """
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     # BioTorch's DFA computes the output error inside its forward pass
     kwargs = ({"targets": y, "loss_function": F.cross_entropy}
               if lib == "biotorch" and method == "dfa" else {})
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
-    def step():
+    def step(clock=None):
         opt.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, enabled=amp):
             loss = F.cross_entropy(model(x, **kwargs), y)
+        if clock is not None:
+            sync()
+            clock.append(time.perf_counter())
         loss.backward()
+        if clock is not None:
+            sync()
+            clock.append(time.perf_counter())
         opt.step()
+        if clock is not None:
+            sync()
+            clock.append(time.perf_counter())
     return step
 
 
-def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=False):
-    """(library, method, median s/step, median ratio, spread) per variant.
+def phases(variants, step_fns, rounds, steps, seed):
+    """Median microseconds of (zero_grad + forward + loss, backward, optimiser step) per
+    variant, interleaved like the timed rounds; synchronising between phases costs a little
+    on a GPU, so these are for where the time goes, not for the ratios."""
+    spans = [[] for _ in variants]
+    order, rng = list(range(len(variants))), random.Random(seed + 1)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for i in order:
+            for _ in range(steps):
+                clock = [time.perf_counter()]
+                step_fns[i](clock)
+                spans[i].append([b - a for a, b in zip(clock, clock[1:])])
+    return [[statistics.median(s[k] for s in spans_i) * 1e6 for k in range(3)]
+            for spans_i in spans]
+
+
+def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=False,
+          with_phases=False):
+    """(library, method, median s/step, median ratio, spread, phases) per variant.
 
     The ratio is taken round by round against plain torch timed in the same round, then
     the median over rounds: a slow spell of the machine cancels out of each ratio.
+    ``phases`` is what ``phases()`` measures after the timed rounds, or None.
     """
     variants = make_variants(name, methods, device, use_biotorch)
     torch.manual_seed(1)
@@ -131,14 +165,15 @@ def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=
                 times[i].append((time.perf_counter() - t0) / steps)
             gc.collect()
             print(f"  {name} {device} round {r + 1}/{rounds}", end="\r", file=sys.stderr)
+        split = phases(variants, step_fns, rounds, steps, seed) if with_phases else None
     finally:
         gc.enable()
     print(file=sys.stderr)
     reference = times[0]  # plain torch, timed in the same rounds
     return [(lib, method, statistics.median(t),
              statistics.median(a / b for a, b in zip(t, reference)),
-             spread([a / b for a, b in zip(t, reference)]))
-            for (lib, method, _), t in zip(variants, times)]
+             spread([a / b for a, b in zip(t, reference)]), split and split[i])
+            for i, ((lib, method, _), t) in enumerate(zip(variants, times))]
 
 
 def steady_allocator() -> bool:
@@ -181,9 +216,9 @@ def table(results, methods, markdown):
     head = ["model", "device", "batch", "impl", "torch ms/step"] + list(methods)
     rows = []
     for (name, device), res in results.items():
-        ref = next(sec for lib, _, sec, _, _ in res if lib == "torch")
+        ref = next(sec for lib, _, sec, *_ in res if lib == "torch")
         for impl in ("biofa", "biotorch"):
-            cells = {method: ratio for lib, method, _, ratio, _ in res if lib == impl}
+            cells = {method: ratio for lib, method, _, ratio, *_ in res if lib == impl}
             if cells:
                 rows.append([name, device, str(BATCH[name]), impl, f"{ref * 1e3:.2f}"]
                             + [f"{cells[m]:.2f}x" if m in cells else "-" for m in methods])
@@ -196,11 +231,27 @@ def table(results, methods, markdown):
     return "\n".join(lines)
 
 
+def phase_table(results):
+    """Where each variant's step goes: microseconds per phase and the total's excess over
+    plain torch in each phase."""
+    head = ["model", "device", "variant", "forward us", "backward us", "step us",
+            "extra fwd/bwd/step us"]
+    rows = []
+    for (name, device), res in results.items():
+        ref = next(split for lib, _, _, _, _, split in res if lib == "torch")
+        for lib, method, _, _, _, split in res:
+            label = method if lib in ("biofa", "torch") else f"{lib}:{method}"
+            extra = "/".join(f"{a - b:+.0f}" for a, b in zip(split, ref))
+            rows.append([name, device, label] + [f"{v:.0f}" for v in split] + [extra])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head] + rows)
+
+
 def noise_note(results):
     """The noisiest variant's IQR/median over rounds; a busy machine shows up here."""
     worst, label = max((spread, f"{name}/{device} {lib}:{method}")
                        for (name, device), res in results.items()
-                       for lib, method, _, _, spread in res)
+                       for lib, method, _, _, spread, _ in res)
     verdict = "busy machine? rerun" if worst > 0.10 else "ok"
     return f"noisiest variant: {label}, IQR/median over rounds {worst:.0%} ({verdict})"
 
@@ -221,6 +272,8 @@ def main():
                         help="CUDA rows also with amp and channels_last (biofa train's options)")
     parser.add_argument("--system-allocator", action="store_true",
                         help="leave glibc's allocator as it is (noisier: see steady_allocator)")
+    parser.add_argument("--phases", action="store_true",
+                        help="also time forward, backward and optimiser step separately")
     parser.add_argument("--keep-denormals", action="store_true",
                         help="no flush-to-zero on the CPU (noisier: see main)")
     args = parser.parse_args()
@@ -264,8 +317,10 @@ def main():
     for device, label, gpu_options in runs:
         for name in models:
             results[(name, label)] = bench(name, device, methods, args.rounds, args.steps,
-                                           use_biotorch, args.seed, gpu_options)
+                                           use_biotorch, args.seed, gpu_options, args.phases)
     print(table(results, methods, args.markdown))
+    if args.phases:
+        print(phase_table(results))
     print(noise_note(results))
 
     if args.csv:
@@ -273,7 +328,7 @@ def main():
             writer = csv.writer(f)
             writer.writerow(["model", "device", "batch", "method", "median_ms", "ratio"])
             for (name, device), res in results.items():
-                for lib, method, sec, ratio, _ in res:
+                for lib, method, sec, ratio, *_ in res:
                     label = method if lib != "biotorch" else f"biotorch:{method}"
                     writer.writerow([name, device, BATCH[name], label,
                                      f"{sec * 1e3:.3f}", f"{ratio:.3f}"])
