@@ -159,27 +159,23 @@ void split_like_torch(Tensor out, const Body& body) {
   });
 }
 
-// out = magnitude * sign(weight); magnitude a tensor of the weight's shape
-bool sign_times_(Tensor out, const Tensor& weight, const Tensor& magnitude) {
-  if (!fast_path(out) || !fast_path(weight) || !fast_path(magnitude)) return false;
+// out = magnitude * sign(weight), magnitude a tensor of the weight's shape (frSF, brSF) or,
+// when none is given, the number scale (uSF)
+bool sign_times_(Tensor out, const Tensor& weight, const c10::optional<Tensor>& magnitude,
+                 double scale) {
+  if (!fast_path(out) || !fast_path(weight) || (magnitude && !fast_path(*magnitude))) {
+    return false;
+  }
   float* __restrict__ o = out.data_ptr<float>();
   const float* __restrict__ w = weight.data_ptr<float>();
-  const float* __restrict__ m = magnitude.data_ptr<float>();
-  split_like_torch(out, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) o[i] = m[i] * sign_of(w[i]);
-  });
-  torch::autograd::impl::bump_version(out);
-  return true;
-}
-
-// out = scale * sign(weight)
-bool sign_scale_(Tensor out, const Tensor& weight, double scale) {
-  if (!fast_path(out) || !fast_path(weight)) return false;
-  float* __restrict__ o = out.data_ptr<float>();
-  const float* __restrict__ w = weight.data_ptr<float>();
+  const float* __restrict__ m = magnitude ? magnitude->data_ptr<float>() : nullptr;
   const float s = static_cast<float>(scale);
   split_like_torch(out, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) o[i] = s * sign_of(w[i]);
+    if (m != nullptr) {
+      for (int64_t i = begin; i < end; ++i) o[i] = m[i] * sign_of(w[i]);
+    } else {
+      for (int64_t i = begin; i < end; ++i) o[i] = s * sign_of(w[i]);
+    }
   });
   torch::autograd::impl::bump_version(out);
   return true;
@@ -234,7 +230,7 @@ bool redraw_uniform_(Tensor magnitude, Tensor out, const Tensor& weight, double 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &linear, "F.linear whose input gradient goes through feedback");
   m.def("conv2d", &conv2d, "F.conv2d whose input gradient goes through feedback");
-  m.def("sign_times_", &sign_times_, "out = magnitude * sign(weight); False: not handled");
-  m.def("sign_scale_", &sign_scale_, "out = scale * sign(weight); False: not handled");
+  m.def("sign_times_", &sign_times_,
+        "out = (magnitude or scale) * sign(weight); False: not handled here");
   m.def("redraw_uniform_", &redraw_uniform_, "brSF: new U(0, bound) magnitudes and B, seeded from torch's CPU generator");
 }

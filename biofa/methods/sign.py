@@ -25,13 +25,10 @@ _MASK = 0xFFFFFFFF
 def sign_times_(out: Tensor, weight: Tensor, magnitude: Tensor | float) -> Tensor:
     """out = magnitude * sign(weight): one compiled pass on CPU float32, else two ops."""
     native = functional.compiled()
-    if native is not None:
-        if isinstance(magnitude, Tensor):
-            done = native.sign_times_(out, weight, magnitude)
-        else:
-            done = native.sign_scale_(out, weight, float(magnitude))
-        if done:
-            return out
+    tensor = isinstance(magnitude, Tensor)
+    if native is not None and native.sign_times_(out, weight, magnitude if tensor else None,
+                                                 0.0 if tensor else float(magnitude)):
+        return out
     return torch.sign(weight.detach(), out=out).mul_(magnitude)
 
 
