@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from biofa.attack import attack_run
+from step_time import render  # the sibling script: benchmarks/ is on sys.path
 
 #: (attack, gradients, strength): one strength each; eps in image units, pixels for onepixel
 PLAN = [("fgsm", ("feedback", "true"), 0.1), ("pgd", ("feedback", "true"), 0.1),
@@ -79,12 +80,7 @@ def main() -> int:
           f"{args.device}, {torch.get_num_threads()} threads | images/second of biofa attack "
           f"(n={args.n}, eps 0.1, {args.steps} steps, square {args.queries} queries, onepixel 1 "
           "pixel) on LeNet-MNIST/digits")
-    if args.markdown:
-        print("| " + " | ".join(head) + " |\n|" + "|".join("---" for _ in head) + "|")
-        print("\n".join("| " + " | ".join(row) + " |" for row in rows))
-    else:
-        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-        print("\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head] + rows))
+    print(render(head, rows, args.markdown))
     return 0
 
 

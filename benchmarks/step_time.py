@@ -89,21 +89,20 @@ def make_step(model, lib, method, x, y, amp=False):
               if lib == "biotorch" and method == "dfa" else {})
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
+    def mark(clock):
+        if clock is not None:
+            sync()
+            clock.append(time.perf_counter())
+
     def step(clock=None):
         opt.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, enabled=amp):
             loss = F.cross_entropy(model(x, **kwargs), y)
-        if clock is not None:
-            sync()
-            clock.append(time.perf_counter())
+        mark(clock)
         loss.backward()
-        if clock is not None:
-            sync()
-            clock.append(time.perf_counter())
+        mark(clock)
         opt.step()
-        if clock is not None:
-            sync()
-            clock.append(time.perf_counter())
+        mark(clock)
     return step
 
 
@@ -222,16 +221,19 @@ def table(results, methods, markdown):
             if cells:
                 rows.append([name, device, str(BATCH[name]), impl, f"{ref * 1e3:.2f}"]
                             + [f"{cells[m]:.2f}x" if m in cells else "-" for m in methods])
+    return render(head, rows, markdown)
+
+
+def render(head, rows, markdown=False):
+    """A Markdown table, or columns aligned for a terminal (also used by attack_throughput)."""
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head] + rows]
-    return "\n".join(lines)
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head] + rows)
 
 
-def phase_table(results):
+def phase_table(results, markdown):
     """Where each variant's step goes: microseconds per phase and the total's excess over
     plain torch in each phase."""
     head = ["model", "device", "variant", "forward us", "backward us", "step us",
@@ -243,8 +245,7 @@ def phase_table(results):
             label = method if lib in ("biofa", "torch") else f"{lib}:{method}"
             extra = "/".join(f"{a - b:+.0f}" for a, b in zip(split, ref))
             rows.append([name, device, label] + [f"{v:.0f}" for v in split] + [extra])
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [head] + rows)
+    return render(head, rows, markdown)
 
 
 def noise_note(results):
@@ -320,7 +321,7 @@ def main():
                                            use_biotorch, args.seed, gpu_options, args.phases)
     print(table(results, methods, args.markdown))
     if args.phases:
-        print(phase_table(results))
+        print(phase_table(results, args.markdown))
     print(noise_note(results))
 
     if args.csv:

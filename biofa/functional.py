@@ -23,11 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-# Written in the classic ``forward(ctx, ...)`` style: on CPU its dispatch costs about a
-# third of the ``setup_context`` style's, and per-layer Python overhead is what separates a
-# small network's step time from plain backprop (benchmarks/step_time.py).
-
-
 _CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default  # the overload: no lookup per call
 
 
@@ -36,6 +31,10 @@ def _cast(tensor: Tensor, like: Tensor) -> Tensor:
     return tensor if tensor.dtype == like.dtype else tensor.to(like.dtype)
 
 
+# The two Functions are written in the classic ``forward(ctx, ...)`` style: on CPU its
+# dispatch costs about a third of the ``setup_context`` style's, and per-layer Python
+# overhead is what separates a small network's step time from plain backprop
+# (benchmarks/step_time.py).
 class _LinearFeedback(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, feedback, learn_feedback, clip):
