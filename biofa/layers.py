@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import functional
 from .methods import INITS, get_rule
@@ -19,6 +20,22 @@ from .methods.base import Rule, Versions, fill_
 
 #: Options every method accepts, on a layer or through ``biofa.convert``.
 LAYER_OPTIONS = ("init", "gradient_clip", "constrain_weights")
+
+
+def _count_fused_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Bump the version counters of the parameters a fused optimiser just updated.
+
+    Every torch optimiser bumps them except the fused ones (``fused=True``), whose
+    kernel writes the parameters behind autograd's back. The layers below find "the
+    weights changed" by their version counter, so without this a fused step would leave
+    sign-concordant B stale, brSF's magnitudes undrawn and weight constraints unapplied.
+    """
+    for group in optimizer.param_groups:
+        if group.get("fused"):
+            torch.autograd.graph.increment_version(group["params"])
+
+
+register_optimizer_step_post_hook(_count_fused_step)
 
 
 def _check_clip(gradient_clip) -> float | None:

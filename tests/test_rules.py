@@ -79,6 +79,40 @@ def test_a_graph_built_before_b_was_rebuilt_refuses_to_backpropagate(method, com
         stale.backward()
 
 
+@pytest.mark.parametrize("optimizer", [
+    lambda params: torch.optim.SGD(params, lr=0.5, momentum=0.9, fused=True),
+    lambda params: torch.optim.Adam(params, lr=0.5, fused=True),
+    lambda params: torch.optim.SGD(params, lr=0.5, foreach=True),
+], ids=["sgd-fused", "adam-fused", "sgd-foreach"])
+def test_every_optimiser_step_rebuilds_b_redraws_m_and_constrains_w(optimizer):
+    """Fused optimisers write the weights without bumping their version counters; the
+    layers must see their steps all the same."""
+    torch.manual_seed(0)
+    nets = {method: mlp(method) for method in ("usf", "brsf")}
+    nets["fa"] = mlp("fa", constrain_weights=True)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    for method, net in nets.items():
+        layer = net[0]
+        opt = optimizer(net.parameters())
+        norm = layer.weight.detach().norm().item()
+        drawn = []
+        for _ in range(3):
+            before = layer.weight.detach().clone()
+            sgd_step(net, opt, x, y)
+            assert not torch.equal(layer.weight.detach(), before)  # the step changed W
+            net(x)  # the next training forward pass sees the step
+            if method == "fa":
+                assert layer.weight.detach().norm().item() == pytest.approx(norm, rel=1e-5)
+                continue
+            weight = layer.weight.detach()
+            magnitude = (layer.feedback_magnitude if method == "brsf"
+                         else 1 / math.sqrt(3 * 6))  # uSF: torch's default init std, fan-in 6
+            torch.testing.assert_close(layer.feedback_matrix(), magnitude * torch.sign(weight))
+            if method == "brsf":
+                drawn.append(layer.feedback_magnitude.clone())
+        assert all(not torch.equal(a, b) for a, b in zip(drawn, drawn[1:]))
+
+
 def test_frsf_keeps_its_magnitudes_and_follows_the_sign_of_w():
     net = mlp("frsf")
     opt = torch.optim.SGD(net.parameters(), lr=0.5)

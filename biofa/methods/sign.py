@@ -6,7 +6,8 @@ elementwise pass per step into memory that is reused, instead of a new tensor at
 forward pass. Rebuilding B in place while an earlier graph still holds it fails loudly in
 that graph's backward (autograd's in-place check) rather than using the wrong B. Edits
 through ``weight.data`` bypass the version counter: change weights in place under
-``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do.
+``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do (fused optimisers
+get their counters bumped by ``biofa.layers``' step hook).
 """
 
 from __future__ import annotations
