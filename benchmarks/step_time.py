@@ -38,8 +38,12 @@ import torch.nn.functional as F
 
 import biofa
 from biofa.models import build, input_shape
+from biofa.train import make_optimizer
 
 BATCH = {"lenet_mnist": 64, "resnet20": 128}
+# every variant's optimiser, built by biofa train's own make_optimizer
+OPTIMIZER = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": False,
+             "weight_decay": 1e-4, "betas": [0.9, 0.999]}
 WARMUP = 3
 # biofa method -> BioTorch mode (BioTorch has no Kolen-Pollack)
 BIOTORCH_MODES = {"bp": "backpropagation", "fa": "fa", "dfa": "dfa",
@@ -76,14 +80,15 @@ def make_variants(name, methods, device, use_biotorch, num_classes=10):
     return [(lib, method, model.to(device).train()) for lib, method, model in variants]
 
 
-def make_step(model, lib, method, x, y, amp=False):
+def make_step(model, lib, method, x, y, amp=False, fused=True):
     """One training step: zero_grad, forward, cross-entropy, backward, optimiser step
-    (forward and loss under float16 autocast with ``amp``, as biofa train does on CUDA).
+    (forward and loss under float16 autocast with ``amp``, as biofa train does on CUDA;
+    SGD as biofa train builds it, fused unless ``fused`` is False).
 
     ``step(clock)`` with a list also appends the times at which each of the three phases
     ended (for ``--phases``); ``step()`` times nothing.
     """
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    opt = make_optimizer({"optimizer": {**OPTIMIZER, "fused": fused}}, model)
     # BioTorch's DFA computes the output error inside its forward pass
     kwargs = ({"targets": y, "loss_function": F.cross_entropy}
               if lib == "biotorch" and method == "dfa" else {})
@@ -124,7 +129,7 @@ def phases(variants, step_fns, rounds, steps, seed):
 
 
 def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=False,
-          with_phases=False):
+          with_phases=False, fused=True):
     """(library, method, median s/step, median ratio, spread, phases) per variant.
 
     The ratio is taken round by round against plain torch timed in the same round, then
@@ -139,7 +144,7 @@ def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=
         x = x.contiguous(memory_format=torch.channels_last)
         variants = [(lib, method, model.to(memory_format=torch.channels_last))
                     for lib, method, model in variants if lib != "biotorch"]
-    step_fns = [make_step(model, lib, method, x, y, amp=gpu_options)
+    step_fns = [make_step(model, lib, method, x, y, amp=gpu_options, fused=fused)
                 for lib, method, model in variants]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -275,6 +280,8 @@ def main():
                         help="leave glibc's allocator as it is (noisier: see steady_allocator)")
     parser.add_argument("--phases", action="store_true",
                         help="also time forward, backward and optimiser step separately")
+    parser.add_argument("--unfused", action="store_true",
+                        help="torch's per-parameter optimiser loop instead of the fused update")
     parser.add_argument("--keep-denormals", action="store_true",
                         help="no flush-to-zero on the CPU (noisier: see main)")
     args = parser.parse_args()
@@ -305,8 +312,9 @@ def main():
 
     names = ", ".join(f"{d}: {device_name(d)}" for d in devices)
     print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M} | torch {torch.__version__} | {names} | "
-          f"{torch.get_num_threads()} threads | {allocator}{' | subnormals flushed' if flush else ''} | {args.rounds} rounds x {args.steps} "
-          "steps | median over rounds of the ratio to plain torch backprop")
+          f"{torch.get_num_threads()} threads | {allocator}{' | subnormals flushed' if flush else ''} | "
+          f"SGD {'per-parameter loop' if args.unfused else 'fused'} | {args.rounds} rounds x "
+          f"{args.steps} steps | median over rounds of the ratio to plain torch backprop")
     if BioModule is None:
         print(f"# biotorch not importable ({BIOTORCH_ERROR}); no biotorch rows. "
               "Try: pip install --no-deps biotorch==0.0.16")
@@ -318,7 +326,8 @@ def main():
     for device, label, gpu_options in runs:
         for name in models:
             results[(name, label)] = bench(name, device, methods, args.rounds, args.steps,
-                                           use_biotorch, args.seed, gpu_options, args.phases)
+                                           use_biotorch, args.seed, gpu_options, args.phases,
+                                           fused=not args.unfused)
     print(table(results, methods, args.markdown))
     if args.phases:
         print(phase_table(results, args.markdown))

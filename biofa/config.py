@@ -61,6 +61,8 @@ def schema() -> dict:
             "weight_decay": _number(minimum=0),
             "betas": {"type": "array", "items": _number(minimum=0, maximum=1),
                       "minItems": 2, "maxItems": 2},
+            "fused": {"type": "boolean",
+                      "description": "torch's one-call fused update; false: its per-parameter loop"},
         }, required=["name", "lr"]),
         "schedule": _object({
             "name": {"enum": ["constant", "multistep", "cosine"]},
@@ -86,7 +88,8 @@ def schema() -> dict:
 DEFAULTS: dict[str, Any] = {
     "data_root": "data",
     "layer": {"init": "xavier", "gradient_clip": None, "constrain_weights": False},
-    "optimizer": {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "betas": [0.9, 0.999]},
+    "optimizer": {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "betas": [0.9, 0.999],
+                  "fused": True},
     "schedule": {"name": "constant", "milestones": [], "gamma": 0.1, "min_lr": 0.0},
     "eval_batch_size": 256,
     "seed": 0,

@@ -35,7 +35,7 @@ def write_config(tmp_path, **changes):
 
 @pytest.mark.parametrize("changes, message", [
     ({"optimizer.lrr": 0.1}, "unknown config key 'optimizer.lrr'; allowed keys under 'optimizer': "
-                             "betas, lr, momentum, name, nesterov, weight_decay"),
+                             "betas, fused, lr, momentum, name, nesterov, weight_decay"),
     ({"optimizer.lr": -0.1}, "config key 'optimizer.lr': -0.1 is less than or equal to the minimum of 0"),
     ({"method": "dfaa"}, "config key 'method': 'dfaa' is not allowed; allowed values: bp, brsf, dfa, fa, frsf, kp, usf"),
     ({"epochs": 3, "schedule.milestones": [2, 5]}, "config key 'schedule.milestones': [5] lie beyond epochs=3"),
