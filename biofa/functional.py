@@ -157,4 +157,4 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | No
            learn_feedback: bool = False, clip: float | None = None) -> Tensor:
     """``F.conv2d`` (integer padding) whose input gradient goes through ``feedback``."""
     return (_backend or backend()).conv2d(x, weight, bias, feedback, learn_feedback, clip or 0.0,
-                                          list(stride), list(padding), list(dilation), groups)
+                                          stride, padding, dilation, groups)

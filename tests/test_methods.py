@@ -260,3 +260,27 @@ def test_gradient_clip_clamps_the_incoming_error():
     clipped = G.clamp(-0.5, 0.5)
     torch.testing.assert_close(layer.weight.grad, clipped.T @ x.detach(), **TOL)
     torch.testing.assert_close(x.grad, clipped @ layer.feedback_weight, **TOL)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_the_backward_node_behaves_like_torchs_own(kind):
+    """Saved-tensor hooks see what is saved, a partial ``autograd.grad`` computes and
+    accumulates nothing else, and a freed graph refuses a second backward pass."""
+    torch.manual_seed(0)
+    if kind == "linear":
+        layer, x = Linear(4, 3, method="kp"), torch.randn(2, 4, requires_grad=True)
+    else:
+        layer, x = Conv2d(2, 3, 3, method="kp"), torch.randn(2, 2, 5, 5, requires_grad=True)
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        out = layer(x)
+    assert len(packed) == 2 and packed[0] is x and packed[1] is layer.feedback_weight
+    (grad_x,) = torch.autograd.grad(out.sum(), x)
+    assert layer.weight.grad is None and layer.feedback_weight.grad is None
+    if kind == "linear":
+        torch.testing.assert_close(grad_x, torch.ones(2, 3) @ layer.feedback_weight, **TOL)
+    out = layer(x)
+    out.sum().backward()
+    torch.testing.assert_close(layer.weight.grad, layer.feedback_weight.grad, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        out.sum().backward()

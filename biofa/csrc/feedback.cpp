@@ -5,11 +5,13 @@
 // gradient when it learns (Kolen-Pollack); `clip` clamps the incoming error.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorIterator.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/extension.h>
 
 using torch::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::tensor_list;
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
+using torch::autograd::variable_list;
 
 namespace {
 
@@ -17,107 +19,117 @@ Tensor cast_like(const Tensor& tensor, const Tensor& like) {
   return tensor.scalar_type() == like.scalar_type() ? tensor : tensor.to(like.scalar_type());
 }
 
-Tensor clipped(const Tensor& grad, AutogradContext* ctx) {
-  const double clip = ctx->saved_data["clip"].toDouble();
-  return clip > 0 ? grad.clamp(-clip, clip) : grad;
+// The backward node of both layers, written as torch writes its own (ConvolutionBackward0 and
+// friends): plain members, no per-call dictionary of saved values. Its next edges are always
+// (input, weight, bias, B); an undefined bias, or a B that does not learn, gets no edge.
+struct FeedbackBackward : public Node {
+  SavedVariable input;
+  SavedVariable matrix;  // B; for a convolution that sends no error, W (for its shape)
+  bool sends_error = true;
+  bool learn = false;  // Kolen-Pollack: B's gradient is the weight's
+  double clip = 0.0;
+  // convolution only
+  bool conv = false;
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups = 1;
+  int64_t bias_size = -1;
+
+  std::string name() const override {
+    return conv ? "Conv2dFeedbackBackward" : "LinearFeedbackBackward";
+  }
+
+  void release_variables() override {
+    input.reset_data();
+    matrix.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(4);
+    if (!grads[0].defined()) return out;
+    Tensor grad = clip > 0 ? grads[0].clamp(-clip, clip) : grads[0];
+    const bool need_x = sends_error && task_should_compute_output(0);
+    const bool need_w = task_should_compute_output(1);
+    const bool need_b = bias_size >= 0 && task_should_compute_output(2);
+    const bool need_feedback = learn && task_should_compute_output(3);
+    Tensor x = input.unpack();
+    Tensor grad_w;
+    if (conv) {
+      std::array<bool, 3> mask = {need_x, need_w || need_feedback, need_b};
+      auto result = at::convolution_backward(
+          grad, cast_like(x, grad), cast_like(matrix.unpack(), grad),
+          need_b ? at::OptionalIntArrayRef(bias_size) : c10::nullopt, stride, padding,
+          dilation, false, {0, 0}, groups, mask);
+      out[0] = std::get<0>(result);
+      grad_w = std::get<1>(result);
+      out[2] = std::get<2>(result);
+    } else {
+      if (need_x) out[0] = grad.matmul(cast_like(matrix.unpack(), grad));
+      if (grad.dim() != 2) {  // any leading dims: one matrix product over all of them
+        grad = grad.reshape({-1, grad.size(-1)});
+        x = x.reshape({-1, x.size(-1)});
+      }
+      if (need_w || need_feedback) grad_w = grad.t().mm(cast_like(x, grad));
+      if (need_b) out[2] = grad.sum(0);
+    }
+    if (need_w) out[1] = grad_w;
+    if (need_feedback) out[3] = grad_w;
+    return out;
+  }
+};
+
+// Hands `out` (computed with autograd off) a FeedbackBackward node when any input needs a
+// gradient, the way torch's generated autograd code does for its own ops.
+template <typename Setup>
+Tensor record(Tensor out, const Tensor& x, const Tensor& weight,
+              const c10::optional<Tensor>& bias, const c10::optional<Tensor>& feedback,
+              bool learn, double clip, const Setup& setup) {
+  const c10::optional<Tensor> learnt = learn ? feedback : c10::nullopt;
+  if (!torch::autograd::compute_requires_grad(x, weight, bias, learnt)) return out;
+  TORCH_CHECK(!torch::autograd::isFwGradDefined(x) && !torch::autograd::isFwGradDefined(weight),
+              "biofa layers do not support forward-mode automatic differentiation");
+  auto node = c10::make_intrusive<FeedbackBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x, weight, bias, learnt));
+  node->input = SavedVariable(x, false);
+  node->sends_error = feedback.has_value();
+  node->learn = learn;
+  node->clip = clip;
+  setup(*node);
+  torch::autograd::set_history(out, node);
+  return out;
 }
 
-struct LinearFeedback : public torch::autograd::Function<LinearFeedback> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
-                        const Tensor& bias, bool has_bias, const Tensor& feedback,
-                        bool sends_error, bool learn_feedback, double clip) {
-    ctx->save_for_backward({x, feedback});
-    ctx->saved_data["sends_error"] = sends_error;
-    ctx->saved_data["learn"] = learn_feedback;
-    ctx->saved_data["clip"] = clip;
-    ctx->saved_data["has_bias"] = has_bias;
-    return torch::linear(x, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    auto saved = ctx->get_saved_variables();
-    Tensor x = saved[0], feedback = saved[1];
-    const bool learn = ctx->saved_data["learn"].toBool();
-    Tensor grad = clipped(grads[0], ctx);
-    Tensor grad_x, grad_w, grad_b;
-    if (ctx->needs_input_grad(0) && ctx->saved_data["sends_error"].toBool()) {
-      grad_x = grad.matmul(cast_like(feedback, grad));
-    }
-    if (grad.dim() != 2) {  // any leading dims: one matrix product over all of them
-      grad = grad.reshape({-1, grad.size(-1)});
-      x = x.reshape({-1, x.size(-1)});
-    }
-    if (ctx->needs_input_grad(1) || learn) {
-      grad_w = grad.t().mm(cast_like(x, grad));
-    }
-    if (ctx->needs_input_grad(2) && ctx->saved_data["has_bias"].toBool()) {
-      grad_b = grad.sum(0);
-    }
-    return {grad_x, ctx->needs_input_grad(1) ? grad_w : Tensor(), grad_b, Tensor(),
-            learn ? grad_w : Tensor(), Tensor(), Tensor(), Tensor()};
-  }
-};
-
-struct Conv2dFeedback : public torch::autograd::Function<Conv2dFeedback> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
-                        const Tensor& bias, bool has_bias, const Tensor& feedback,
-                        bool sends_error, bool learn_feedback, double clip,
-                        std::vector<int64_t> stride,
-                        std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                        int64_t groups) {
-    ctx->save_for_backward({x, feedback});
-    ctx->saved_data["sends_error"] = sends_error;
-    ctx->saved_data["bias_size"] = has_bias ? bias.size(0) : int64_t(-1);
-    ctx->saved_data["learn"] = learn_feedback;
-    ctx->saved_data["clip"] = clip;
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["groups"] = groups;
-    return torch::conv2d(x, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt,
-                         stride, padding, dilation, groups);
-  }
-
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const bool learn = ctx->saved_data["learn"].toBool();
-    const int64_t bias_size = ctx->saved_data["bias_size"].toInt();
-    Tensor grad = clipped(grads[0], ctx);
-    std::array<bool, 3> mask = {
-        ctx->needs_input_grad(0) && ctx->saved_data["sends_error"].toBool(),
-        ctx->needs_input_grad(1) || learn, bias_size >= 0};
-    auto stride = ctx->saved_data["stride"].toIntVector();
-    auto padding = ctx->saved_data["padding"].toIntVector();
-    auto dilation = ctx->saved_data["dilation"].toIntVector();
-    std::vector<int64_t> output_padding = {0, 0};
-    auto result = at::convolution_backward(
-        grad, cast_like(saved[0], grad), cast_like(saved[1], grad),
-        bias_size >= 0 ? at::OptionalIntArrayRef(std::vector<int64_t>{bias_size}) : c10::nullopt,
-        stride, padding, dilation, false, output_padding, ctx->saved_data["groups"].toInt(), mask);
-    Tensor grad_w = std::get<1>(result);
-    return {std::get<0>(result), ctx->needs_input_grad(1) ? grad_w : Tensor(),
-            bias_size >= 0 ? std::get<2>(result) : Tensor(), Tensor(),
-            learn ? grad_w : Tensor(),
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
-  }
-};
-
-// Undefined tensors cannot be inputs of a C++ autograd Function: where there is no bias,
-// or no error is sent down (DFA's hidden layers), the weight stands in and a flag says so.
 Tensor linear(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
               const c10::optional<Tensor>& feedback, bool learn_feedback, double clip) {
-  return LinearFeedback::apply(x, weight, bias.value_or(weight), bias.has_value(),
-                               feedback.value_or(weight), feedback.has_value(), learn_feedback,
-                               clip);
+  Tensor out;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    out = at::linear(x, weight, bias);
+  }
+  return record(out, x, weight, bias, feedback, learn_feedback, clip, [&](FeedbackBackward& node) {
+    if (feedback) node.matrix = SavedVariable(*feedback, false);
+    node.bias_size = bias ? bias->size(0) : -1;
+  });
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
               const c10::optional<Tensor>& feedback, bool learn_feedback, double clip,
               std::vector<int64_t> stride, std::vector<int64_t> padding,
               std::vector<int64_t> dilation, int64_t groups) {
-  return Conv2dFeedback::apply(x, weight, bias.value_or(weight), bias.has_value(),
-                               feedback.value_or(weight), feedback.has_value(), learn_feedback,
-                               clip, stride, padding, dilation, groups);
+  Tensor out;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    out = at::conv2d(x, weight, bias, stride, padding, dilation, groups);
+  }
+  return record(out, x, weight, bias, feedback, learn_feedback, clip, [&](FeedbackBackward& node) {
+    // the weight gradient needs only W's shape: with no error to send, W stands in for B
+    node.matrix = SavedVariable(feedback.value_or(weight), false);
+    node.conv = true;
+    node.bias_size = bias ? bias->size(0) : -1;
+    node.stride = std::move(stride);
+    node.padding = std::move(padding);
+    node.dilation = std::move(dilation);
+    node.groups = groups;
+  });
 }
 
 // ---- sign-concordant feedback: B = m * sign(W) in one pass over the weight --------------
