@@ -121,6 +121,21 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     assert (killed / "last.pt").stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_the_optimiser_is_fused_unless_the_config_says_otherwise(name):
+    from biofa.config import validate
+    from biofa.train import make_optimizer
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    biofa.convert(net, "kp")
+    base = yaml.safe_load(EXAMPLE.read_text())
+    base["optimizer"] = {"name": name, "lr": 0.1}
+    fused = make_optimizer(validate(base), net)
+    assert fused.defaults["fused"] is True and len(fused.param_groups[0]["params"]) == 3
+    base["optimizer"]["fused"] = False
+    assert not make_optimizer(validate(base), net).defaults["fused"]
+
+
 def test_a_changed_config_is_not_mixed_into_an_old_run(tmp_path, capsys):
     out = tmp_path / "run"
     config = write_config(tmp_path, epochs=1, **{"schedule.milestones": [1]})
