@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from biofa import functional
 from biofa.attack import attack_run
 from step_time import render  # the sibling script: benchmarks/ is on sys.path
 
@@ -64,7 +65,9 @@ def main() -> int:
     columns = [(attack, gradient, strength) for attack, gradients, strength in PLAN
                for gradient in gradients]
     head = ["method"] + [f"{a}/{g}" for a, g, _ in columns]
-    # warm-up: imports, data set loading and first-call allocations stay out of the timings
+    # warm-up: imports, data set loading, the compiled backend (built at its first use on a
+    # machine, ~30 s; bp never loads it) and first-call allocations stay out of the timings
+    functional.backend()
     throughput(args.runs / methods[0] / args.seed, "pgd", "feedback", 0.1, args.n, args)
     rows = []
     for method in methods:
