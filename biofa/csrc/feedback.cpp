@@ -78,24 +78,27 @@ struct FeedbackBackward : public Node {
 };
 
 // Hands `out` (computed with autograd off) a FeedbackBackward node when any input needs a
-// gradient, the way torch's generated autograd code does for its own ops.
-template <typename Setup>
-Tensor record(Tensor out, const Tensor& x, const Tensor& weight,
-              const c10::optional<Tensor>& bias, const c10::optional<Tensor>& feedback,
-              bool learn, double clip, const Setup& setup) {
+// gradient, the way torch's generated autograd code does for its own ops; returns the node
+// (null when none was needed). `matrix` is what the backward pass multiplies the error by.
+c10::intrusive_ptr<FeedbackBackward> record(const Tensor& out, const Tensor& x,
+                                            const Tensor& weight,
+                                            const c10::optional<Tensor>& bias,
+                                            const c10::optional<Tensor>& feedback, bool learn,
+                                            double clip, const c10::optional<Tensor>& matrix) {
   const c10::optional<Tensor> learnt = learn ? feedback : c10::nullopt;
-  if (!torch::autograd::compute_requires_grad(x, weight, bias, learnt)) return out;
+  if (!torch::autograd::compute_requires_grad(x, weight, bias, learnt)) return {};
   TORCH_CHECK(!torch::autograd::isFwGradDefined(x) && !torch::autograd::isFwGradDefined(weight),
               "biofa layers do not support forward-mode automatic differentiation");
   auto node = c10::make_intrusive<FeedbackBackward>();
   node->set_next_edges(torch::autograd::collect_next_edges(x, weight, bias, learnt));
   node->input = SavedVariable(x, false);
+  node->matrix = SavedVariable(matrix, false);
   node->sends_error = feedback.has_value();
   node->learn = learn;
   node->clip = clip;
-  setup(*node);
+  node->bias_size = bias ? bias->size(0) : -1;
   torch::autograd::set_history(out, node);
-  return out;
+  return node;
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
@@ -105,10 +108,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     out = at::linear(x, weight, bias);
   }
-  return record(out, x, weight, bias, feedback, learn_feedback, clip, [&](FeedbackBackward& node) {
-    if (feedback) node.matrix = SavedVariable(*feedback, false);
-    node.bias_size = bias ? bias->size(0) : -1;
-  });
+  record(out, x, weight, bias, feedback, learn_feedback, clip, feedback);
+  return out;
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
@@ -120,16 +121,16 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     out = at::conv2d(x, weight, bias, stride, padding, dilation, groups);
   }
-  return record(out, x, weight, bias, feedback, learn_feedback, clip, [&](FeedbackBackward& node) {
-    // the weight gradient needs only W's shape: with no error to send, W stands in for B
-    node.matrix = SavedVariable(feedback.value_or(weight), false);
-    node.conv = true;
-    node.bias_size = bias ? bias->size(0) : -1;
-    node.stride = std::move(stride);
-    node.padding = std::move(padding);
-    node.dilation = std::move(dilation);
-    node.groups = groups;
-  });
+  // the weight gradient needs only W's shape: with no error to send, W stands in for B
+  if (auto node = record(out, x, weight, bias, feedback, learn_feedback, clip,
+                         feedback.value_or(weight))) {
+    node->conv = true;
+    node->stride = std::move(stride);
+    node->padding = std::move(padding);
+    node->dilation = std::move(dilation);
+    node->groups = groups;
+  }
+  return out;
 }
 
 // ---- sign-concordant feedback: B = m * sign(W) in one pass over the weight --------------
