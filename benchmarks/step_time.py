@@ -37,13 +37,14 @@ import torch
 import torch.nn.functional as F
 
 import biofa
+from biofa.config import DEFAULTS
 from biofa.models import build, input_shape
 from biofa.train import make_optimizer
 
 BATCH = {"lenet_mnist": 64, "resnet20": 128}
-# every variant's optimiser, built by biofa train's own make_optimizer
-OPTIMIZER = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": False,
-             "weight_decay": 1e-4, "betas": [0.9, 0.999]}
+# every variant's optimiser, built by biofa train's own make_optimizer (over its defaults)
+OPTIMIZER = {**DEFAULTS["optimizer"], "name": "sgd", "lr": 0.01, "momentum": 0.9,
+             "weight_decay": 1e-4}
 WARMUP = 3
 # biofa method -> BioTorch mode (BioTorch has no Kolen-Pollack)
 BIOTORCH_MODES = {"bp": "backpropagation", "fa": "fa", "dfa": "dfa",
