@@ -35,6 +35,7 @@ from . import io
 from .data import load
 from .evaluate import load_run
 from .layers import true_gradient
+from .errors import UsageError
 
 WHITE_BOX = ("fgsm", "pgd", "tpgd", "apgd")
 BLACK_BOX = ("square", "onepixel")
@@ -79,24 +80,24 @@ def make_attack(name: str, model, strength: float, *, steps: int = 10,
     if name == "onepixel":
         return torchattacks.OnePixel(model, pixels=int(strength), steps=ONEPIXEL_STEPS,
                                      popsize=ONEPIXEL_POPSIZE, inf_batch=batch_size)
-    raise ValueError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
+    raise UsageError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
 
 
 def check(attack: str, strengths: list[float], source) -> None:
     """Refuse what cannot run, before loading anything."""
     if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
+        raise UsageError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
     if not strengths:
-        raise ValueError(f"{attack}: give at least one strength (--eps, or --pixels for onepixel)")
+        raise UsageError(f"{attack}: give at least one strength (--eps, or --pixels for onepixel)")
     if attack == "onepixel":
         bad = [p for p in strengths if p != int(p) or p < 0]
         if bad:
-            raise ValueError(f"onepixel: pixels must be whole numbers >= 0, got {bad}")
+            raise UsageError(f"onepixel: pixels must be whole numbers >= 0, got {bad}")
     elif any(not 0 <= eps <= 1 for eps in strengths):
-        raise ValueError(f"{attack}: eps is in the units of images in [0, 1]; "
+        raise UsageError(f"{attack}: eps is in the units of images in [0, 1]; "
                          f"each must lie in [0, 1], got {strengths}")
     if attack == "transfer" and source is None:
-        raise ValueError("transfer: give the backpropagation run to craft the examples on, "
+        raise UsageError("transfer: give the backpropagation run to craft the examples on, "
                          "--source BP_RUN_DIR")
 
 
@@ -113,7 +114,7 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
     check(attack, strengths, source)
     bad = sorted(set(gradients) - set(GRADIENTS))
     if bad:
-        raise ValueError(f"unknown gradient(s) {bad}; valid: {', '.join(GRADIENTS)}")
+        raise UsageError(f"unknown gradient(s) {bad}; valid: {', '.join(GRADIENTS)}")
     model, config, _ = load_run(run_dir, device=device)
     device_ = next(model.parameters()).device
     crafter = model
@@ -121,11 +122,11 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
         crafter, source_config, _ = load_run(source, device=device)
         for key in ("dataset", "model"):
             if source_config[key] != config[key]:
-                raise ValueError(f"transfer: the source run has {key} {source_config[key]!r}, "
+                raise UsageError(f"transfer: the source run has {key} {source_config[key]!r}, "
                                  f"the target {config[key]!r}; they must match")
     test = load(config["dataset"], config["data_root"], "test")
     if n > len(test):
-        raise ValueError(f"--n {n} is more than the {len(test)} test images of {config['dataset']}")
+        raise UsageError(f"--n {n} is more than the {len(test)} test images of {config['dataset']}")
     batches = DataLoader(Subset(test, range(n)), batch_size=batch_size, shuffle=False)
     if attack in WHITE_BOX:
         threat_models = list(gradients)

@@ -17,19 +17,20 @@ import argparse
 import sys
 
 import yaml
+from .errors import BiofaError, UsageError
 
 
 def _set(config: dict, assignment: str) -> None:
     """Apply ``a.b=value`` (value parsed as YAML) to a raw config."""
     key, sep, value = assignment.partition("=")
     if not sep or not key:
-        raise ValueError(f"--set expects key=value (e.g. optimizer.lr=0.01), got {assignment!r}")
+        raise UsageError(f"--set expects key=value (e.g. optimizer.lr=0.01), got {assignment!r}")
     *parents, last = key.split(".")
     node = config
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"--set {key}: {part!r} is not a section of the config")
+            raise UsageError(f"--set {key}: {part!r} is not a section of the config")
     node[last] = yaml.safe_load(value)
 
 
@@ -145,13 +146,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from .config import ConfigError
-    from .data import DatasetMissing
-    from .train import RunError
-
     try:
         return args.run(args)
-    except (ConfigError, RunError, DatasetMissing, ValueError) as error:
+    except BiofaError as error:  # input biofa cannot use; anything else is a bug: traceback
         print(f"biofa {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,13 +15,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .errors import ConfigError
 from .layers import LAYER_OPTIONS
 from .methods import INITS, METHODS
 from .models import MODELS
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the fix."""
 
 
 def _number(minimum=None, exclusive=None, **extra):

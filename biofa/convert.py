@@ -10,6 +10,7 @@ from torch import nn
 from .layers import LAYER_OPTIONS, Conv2d, FeedbackLayer, Linear
 from .methods import INITS, METHODS, DFAHub, get_rule
 from .methods.base import fill_
+from .errors import UsageError
 
 #: Options only ``dfa`` takes: the projections need the network's output size and the
 #: per-sample input shape of every layer.
@@ -42,7 +43,7 @@ def _check_options(method: str, options: dict) -> None:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         hint = f" ({', '.join(DFA_OPTIONS)} are for dfa only)" if method != "dfa" else ""
-        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for method "
+        raise UsageError(f"unknown option(s) {', '.join(map(repr, unknown))} for method "
                          f"{method!r}; valid options: {', '.join(valid)}{hint}")
 
 
@@ -85,7 +86,7 @@ def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], di
             hook.remove()
     unused = [name for name, _ in targets if name not in shapes]
     if unused:
-        raise ValueError(f"dfa: layers {unused} are not used in the forward pass; "
+        raise UsageError(f"dfa: layers {unused} are not used in the forward pass; "
                          "remove them or convert them yourself")
     return shapes, outputs
 
@@ -105,11 +106,11 @@ def convert(model: nn.Module, method: str, **options) -> ConversionReport:
     """
     _check_options(method, options)
     if options.get("init") not in (None, *INITS):
-        raise ValueError(f"unknown init {options['init']!r}; valid inits: {', '.join(INITS)}")
+        raise UsageError(f"unknown init {options['init']!r}; valid inits: {', '.join(INITS)}")
     dfa = {key: options.pop(key) for key in DFA_OPTIONS if key in options}
     targets = _targets(model)
     if not targets:
-        raise ValueError("convert: the model has no nn.Linear or nn.Conv2d layer to convert")
+        raise UsageError("convert: the model has no nn.Linear or nn.Conv2d layer to convert")
     report = ConversionReport(method)
     if options.get("init") is not None:
         for _, module in targets:  # every W before any B: one seed, one start, any method
@@ -140,7 +141,7 @@ class _DFAPlan:
         names = [name for name, _ in targets]
         self.output = output_layer or names[-1]
         if self.output not in names:
-            raise ValueError(f"dfa: output_layer {self.output!r} is not a Linear/Conv2d of the "
+            raise UsageError(f"dfa: output_layer {self.output!r} is not a Linear/Conv2d of the "
                              f"model; candidates: {', '.join(names)}")
         if input_size is not None:
             self.shapes, outputs = _shapes(model, targets, tuple(input_size))
@@ -149,11 +150,11 @@ class _DFAPlan:
             self.shapes = {name: (m.in_features,) for name, m in targets}
             outputs = dict(targets)[self.output].out_features
         else:
-            raise ValueError("dfa: this model has convolutions, so the projections need the "
+            raise UsageError("dfa: this model has convolutions, so the projections need the "
                              "input shape; pass input_size, e.g. "
                              "biofa.convert(model, 'dfa', input_size=(3, 32, 32))")
         if num_classes is not None and num_classes != outputs:
-            raise ValueError(f"dfa: num_classes={num_classes} but the output layer "
+            raise UsageError(f"dfa: num_classes={num_classes} but the output layer "
                              f"{self.output!r} gives {outputs} values")
         self.outputs, self.hub = outputs, DFAHub()
 

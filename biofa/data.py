@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from .errors import DatasetCorrupt, DatasetMissing, UsageError
+
 __all__ = ["DATASETS", "DatasetInfo", "DatasetMissing", "SPLITS", "load", "loaders", "prepare",
            "split_indices"]
 
@@ -89,19 +91,11 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-class DatasetMissing(FileNotFoundError):
-    """A data set's files are not on disk (and could not be downloaded).
-
-    The message names the files, the exact folder to put them in and the
-    command to retry, because the usual cause is a machine without network.
-    """
-
-
 def _info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}") from None
+        raise UsageError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}") from None
 
 
 def split_indices(n: int, n_val: int, seed: int = SEED) -> tuple[list[int], list[int]]:
@@ -112,7 +106,7 @@ def split_indices(n: int, n_val: int, seed: int = SEED) -> tuple[list[int], list
     faster, and the train loader shuffles anyway).
     """
     if not 0 <= n_val <= n:
-        raise ValueError(f"n_val={n_val} must be within [0, n={n}]")
+        raise UsageError(f"n_val={n_val} must be within [0, n={n}]")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
@@ -263,7 +257,7 @@ def _transforms(name: str, train: bool) -> Callable:
         if train:
             return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor()])
         return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
-    raise ValueError(name)
+    raise UsageError(name)
 
 
 # --------------------------------------------------------------------------- public API
@@ -279,7 +273,7 @@ def load(name: str, root: str | os.PathLike, split: str, *, augment: bool = True
     """
     info = _info(name)
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     root = os.path.abspath(os.fspath(root))
 
     if name == "digits":

@@ -17,6 +17,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from . import functional
 from .methods import INITS, get_rule
 from .methods.base import Rule, Versions, fill_
+from .errors import UsageError
 
 #: Options every method accepts, on a layer or through ``biofa.convert``.
 LAYER_OPTIONS = ("init", "gradient_clip", "constrain_weights")
@@ -45,7 +46,7 @@ def _check_clip(gradient_clip) -> float | None:
         return 1.0
     if isinstance(gradient_clip, (int, float)) and gradient_clip > 0:
         return float(gradient_clip)
-    raise ValueError(f"gradient_clip must be a positive number, true or null, got {gradient_clip!r}")
+    raise UsageError(f"gradient_clip must be a positive number, true or null, got {gradient_clip!r}")
 
 
 class FeedbackLayer:
@@ -73,7 +74,7 @@ class FeedbackLayer:
         """
         rule = get_rule(method)
         if init is not None and init not in INITS:
-            raise ValueError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
+            raise UsageError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
         clip = _check_clip(gradient_clip)
         if getattr(self, "rule", None) is not None:
             self.rule.teardown(self)

@@ -24,6 +24,7 @@ from . import io
 from .attack import COLUMNS as ATTACK_COLUMNS
 from .attack import WHITE_BOX
 from .methods import PAPER_METHODS
+from .errors import UsageError
 
 # ----------------------------------------------------------------------------- names
 
@@ -125,10 +126,10 @@ def _run_folder(path: str | Path) -> Path:
 def _read_run(run: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """(accuracy row, metrics, alignment) of one run folder; clear errors for missing files."""
     if not (run / "config.yaml").exists():
-        raise ValueError(f"{run} is not a run folder (no config.yaml); "
+        raise UsageError(f"{run} is not a run folder (no config.yaml); "
                          f"train it first: biofa train CONFIG.yaml --out {run}")
     if not (run / "test.json").exists():
-        raise ValueError(f"run {run} has no test.json; evaluate it first: biofa evaluate {run}")
+        raise UsageError(f"run {run} has no test.json; evaluate it first: biofa evaluate {run}")
     config = yaml.safe_load((run / "config.yaml").read_text())
     test = io.read_json(run / "test.json")
     status = (io.read_json(run / "status.json") if (run / "status.json").exists()
@@ -169,7 +170,7 @@ def collect_runs(run_dirs) -> dict[str, pd.DataFrame]:
         row, metrics, aligned = _read_run(run)
         key = tuple(row[k] for k in KEYS)
         if key in seen:
-            raise ValueError(f"runs {seen[key]} and {run} are the same setting "
+            raise UsageError(f"runs {seen[key]} and {run} are the same setting "
                              f"({', '.join(f'{k}={v}' for k, v in zip(KEYS, key))}); "
                              "give each seed once")
         seen[key] = run
@@ -205,12 +206,12 @@ def collect_attacks(csv_paths, optimizer: str | dict | None = None) -> pd.DataFr
     for path in csv_paths:
         path = Path(path)
         if not path.exists():
-            raise ValueError(f"attack CSV {path} does not exist; make it with biofa attack RUN_DIR "
+            raise UsageError(f"attack CSV {path} does not exist; make it with biofa attack RUN_DIR "
                              f"--attack NAME --out {path}")
         frame = _read_csv(path, ATTACK_COLUMNS)
         missing = [c for c in ATTACK_COLUMNS if c not in frame.columns]
         if missing:
-            raise ValueError(f"{path} is not a biofa attack CSV: columns {missing} missing")
+            raise UsageError(f"{path} is not a biofa attack CSV: columns {missing} missing")
         if isinstance(optimizer, dict):
             frame["optimizer"] = optimizer.get(str(path), optimizer.get(path, math.nan))
         elif optimizer is not None:
@@ -229,12 +230,12 @@ def load_reference(reference) -> pd.DataFrame:
         return reference
     path = Path(reference)
     if not path.exists():
-        raise ValueError(f"reference file {path} does not exist "
+        raise UsageError(f"reference file {path} does not exist "
                          "(the published numbers are in config/reference/paper_results.csv)")
     frame = pd.read_csv(path)
     missing = {"dataset", "model", "optimizer", "method", "top1_error"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{path}: columns {sorted(missing)} missing")
+        raise UsageError(f"{path}: columns {sorted(missing)} missing")
     return frame
 
 
@@ -368,7 +369,7 @@ def write_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
 def _existing(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"{what} {path} does not exist")
+        raise UsageError(f"{what} {path} does not exist")
     return path
 
 
@@ -398,7 +399,7 @@ def cmd_figure(args) -> int:
     from .figures import FIGURES  # matplotlib only for the command that draws
 
     if args.name not in FIGURES:
-        raise ValueError(f"unknown figure {args.name!r}; valid: {', '.join(FIGURES)}")
+        raise UsageError(f"unknown figure {args.name!r}; valid: {', '.join(FIGURES)}")
     frame = _read_csv(_existing(args.input, "input CSV"))
     if args.name in ("robustness", "onepixel", "transfer"):
         for column in ATTACK_COLUMNS:
@@ -406,7 +407,7 @@ def cmd_figure(args) -> int:
                 frame[column] = pd.Series(dtype=object)
     kwargs = {"reference": args.reference} if args.name in ("robustness", "onepixel") else {}
     if args.reference and not kwargs:
-        raise ValueError(f"--reference applies to the robustness and onepixel figures, "
+        raise UsageError(f"--reference applies to the robustness and onepixel figures, "
                          f"not {args.name}")
     if args.reference:
         _existing(args.reference, "reference CSV")

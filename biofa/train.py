@@ -27,14 +27,10 @@ from torch import nn
 from tqdm import tqdm
 
 from . import io, metrics
-from .config import ConfigError
+from .errors import ConfigError, RunError
 from .convert import convert
 from .data import DATASETS, loaders
 from .models import build
-
-
-class RunError(RuntimeError):
-    """A run folder that cannot be used as asked; the message says why and what to do."""
 
 
 # ----------------------------------------------------------------------------- set-up

@@ -15,6 +15,7 @@ from .fa import FA
 from .frsf import FRSF
 from .kp import KP
 from .usf import USF
+from ..errors import UsageError
 
 #: Every rule by its paper's short name. ``kp`` is not in Sanfiz & Akrout 2021.
 METHODS: dict[str, type[Rule]] = {rule.name: rule for rule in (BP, FA, DFA, USF, BRSF, FRSF, KP)}
@@ -28,7 +29,7 @@ def get_rule(method: str) -> Rule:
     try:
         return METHODS[method]()
     except (KeyError, TypeError):
-        raise ValueError(
+        raise UsageError(
             f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}") from None
 
 

@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from ..errors import UsageError
 
 INITS = ("default", "kaiming", "xavier")
 
@@ -35,7 +36,7 @@ def init_std(scheme: str, shape: torch.Size | tuple[int, ...]) -> float:
         return math.sqrt(2.0 / (fan_in + fan_out))
     if scheme == "kaiming":
         return math.sqrt(2.0 / fan_in)
-    raise ValueError(f"unknown init {scheme!r}; valid inits: {', '.join(INITS)}")
+    raise UsageError(f"unknown init {scheme!r}; valid inits: {', '.join(INITS)}")
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from .resnet_cifar import (
     resnet56,
     resnet110,
 )
+from ..errors import UsageError
 
 
 def resnet18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
@@ -74,7 +75,7 @@ _DEFAULT_SHAPES: dict[str, tuple[int, int, int]] = {
 
 def _check_name(name: str) -> None:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
 
 
 def input_shape(name: str, in_channels: int | None = None) -> tuple[int, int, int]:

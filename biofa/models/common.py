@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from ..errors import UsageError
 
 
 class Normalize(nn.Module):
@@ -21,9 +22,9 @@ class Normalize(nn.Module):
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
         if mean_t.shape != std_t.shape:
-            raise ValueError(f"mean and std differ in length: {mean_t.numel()} vs {std_t.numel()}")
+            raise UsageError(f"mean and std differ in length: {mean_t.numel()} vs {std_t.numel()}")
         if torch.any(std_t <= 0):
-            raise ValueError("std must be positive")
+            raise UsageError("std must be positive")
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import UsageError
 
 
 class ShortcutA(nn.Module):
@@ -63,7 +64,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
-            raise ValueError(f"depth must be 6n+2 with n >= 1, got {depth}")
+            raise UsageError(f"depth must be 6n+2 with n >= 1, got {depth}")
         n = (depth - 2) // 6
         self.depth = depth
         self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
