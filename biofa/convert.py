@@ -63,8 +63,12 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], dict[str, int]]:
-    """Per-sample input shape and output numel of each target layer, by a dry run."""
-    device = next(model.parameters()).device
+    """Per-sample input shape and output numel of each target layer, by a dry run.
+
+    The probe is made like the model's first floating-point parameter, on its device and
+    in its dtype: a float64 or bfloat16 model refuses float32 input.
+    """
+    like = next(p for p in model.parameters() if p.is_floating_point())
     shapes: dict[str, tuple] = {}
     outputs: dict[str, int] = {}
 
@@ -79,7 +83,7 @@ def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], di
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(2, *input_size, device=device))
+            model(torch.zeros(2, *input_size, device=like.device, dtype=like.dtype))
     finally:
         model.train(was_training)
         for hook in hooks:
