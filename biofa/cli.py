@@ -2,7 +2,8 @@
 
     biofa methods                          list the learning rules
     biofa data NAME... --root DIR          make sure data sets are on disk
-    biofa train CONFIG.yaml --out DIR      train one run (resumes from DIR/last.pt)
+    biofa train CONFIG.yaml --out DIR      train one run (resumes from DIR/last.pt; a stop
+                                           signal checkpoints mid-epoch and exits 75)
     biofa evaluate DIR                     test error of DIR/best.pt into DIR/test.json
     biofa attack DIR --attack NAME ...     robust accuracy under an attack, into a CSV
     biofa report collect|attacks|table|figure   the study's tables and figures
@@ -14,6 +15,7 @@ names the problem and the fix, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import yaml
@@ -58,7 +60,14 @@ def cmd_train(args) -> int:
     raw = read(args.config)
     for assignment in args.set:
         _set(raw, assignment)
-    status = train(validate(raw), args.out, restart_on_change=args.restart_on_change)
+    from .train import Stopped
+
+    try:
+        status = train(validate(raw), args.out, restart_on_change=args.restart_on_change,
+                       restart=args.restart)
+    except Stopped as stopped:
+        print(f"biofa train: {stopped}", file=sys.stderr)
+        return stopped.exit_status
     print(f"{args.out}: {status['status']} at epoch {status['epoch']}")
     return 0
 
@@ -92,6 +101,29 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Validate a study config (one with ``experiments:``) or a run config; writes nothing.
+
+    A study is checked as a whole (every run it would train, every attack target), so a
+    mistake is found here rather than hours into a workflow."""
+    from .config import read, validate
+    from .errors import ConfigError
+
+    raw = read(args.config)
+    try:
+        if isinstance(raw, dict) and "experiments" in raw:
+            from .study_config import runs, validate_study
+
+            count = len(runs(validate_study(raw)))
+        else:
+            validate(raw)
+            count = 1
+    except ConfigError as error:
+        raise ConfigError(f"{args.config}: {error}") from None
+    print(f"{args.config}: ok ({count} run{'' if count == 1 else 's'})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="biofa", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -112,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set method=fa --set optimizer.lr=0.01")
     p.add_argument("--restart-on-change", action="store_true",
                    help="if DIR holds a run of another config, start afresh instead of refusing")
+    p.add_argument("--restart", action="store_true",
+                   help="discard what DIR holds (e.g. a corrupted last.pt) and train afresh")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="test error of a run's best checkpoint")
@@ -139,13 +173,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_attack)
 
+    p = sub.add_parser("check", help="validate a study config or a run config, writing nothing")
+    p.add_argument("config", help="YAML study config (with experiments:) or run config")
+    p.set_defaults(run=cmd_check)
+
     from .report import add_commands
     add_commands(sub)
     return top
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be swapped, e.g. by pytest)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _log_to_stderr() -> None:
+    """biofa's progress lines on stderr, each with its time, for the command only.
+
+    As a library biofa only logs; where those lines go is the application's choice.
+    """
+    logger = logging.getLogger("biofa")
+    if not any(isinstance(handler, _Stderr) for handler in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return args.run(args)
     except BiofaError as error:  # input biofa cannot use; anything else is a bug: traceback

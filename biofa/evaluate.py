@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from . import io
 from .config import load
 from .data import loaders
-from .train import RunError, build_model, resolve_device
+from .errors import CheckpointError, RunError
+from .train import build_model, resolve_device
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
-    """(model in eval mode, config, checkpoint dict) of a trained run folder."""
+    """(model in eval mode, config, checkpoint dict) of a trained run folder.
+
+    Safe on a folder from elsewhere: the checkpoint is read with ``weights_only=True``,
+    so a pickle that would run code is refused (:class:`biofa.errors.UntrustedCheckpoint`)
+    and nothing in it executes.
+    """
     run_dir = Path(run_dir)
     path = run_dir / checkpoint
     if not (run_dir / "config.yaml").exists() or not path.exists():
@@ -22,8 +26,16 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "au
     config = load(run_dir / "config.yaml")
     config["device"] = device
     model = build_model(config, resolve_device(device))
-    state = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
-    model.load_state_dict(state["model"])
+    retrain = f"retrain it: biofa train {run_dir / 'config.yaml'} --out {run_dir} --restart"
+    state = io.load_torch(path, retrain, map_location=next(model.parameters()).device)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path} is not a biofa checkpoint (no 'model' weights); {retrain}")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"{path} does not hold the weights of the model that "
+                              f"{run_dir / 'config.yaml'} describes ({first}); {retrain}") from None
     return model.eval(), config, state
 
 

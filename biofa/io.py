@@ -7,6 +7,7 @@ one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+
+from .errors import CheckpointError, RunError, UntrustedCheckpoint
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -56,10 +59,55 @@ def write_csv(path: str | Path, frame) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically; a full disk leaves the previous file as it was.
+
+    Save only tensors and plain Python values: :func:`load_torch` refuses anything else.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise RunError(f"no space left on the device while writing {path} "
+                       f"({os.strerror(error.errno)}); {'the previous file is intact; ' if Path(path).exists() else ''}"
+                       "free some space and run the same command again") from None
+
+
+def load_torch(path: str | Path, fix: str, map_location: Any = "cpu") -> Any:
+    """A checkpoint's contents, loaded with ``weights_only=True``: never runs its pickle's code.
+
+    A checkpoint is data that travels (a colleague's run folder, a model shared with a
+    paper), and an ordinary pickle can call any function while it loads. Refused files
+    raise :class:`UntrustedCheckpoint` (naming the code it asked for), and truncated or
+    corrupted ones :class:`CheckpointError`; both messages end with ``fix``, the way out.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; {fix}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        try:
+            code = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not even a readable archive: corrupted, reported below
+            code = []
+        if code:
+            raise UntrustedCheckpoint(
+                f"refused to load {path}: its pickle asks for {', '.join(code)}, which is code, "
+                f"not weights (nothing was executed; biofa loads tensors and plain values "
+                f"only); {fix}") from None
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is corrupted ({reason[:120]}); {fix}") from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        reason = str(error).split(". ")[0] or type(error).__name__
+        raise CheckpointError(f"{path} is truncated or corrupted ({reason[:120]}); {fix}") from None
 
 
 def read_json(path: str | Path) -> Any:

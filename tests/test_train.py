@@ -66,7 +66,12 @@ def test_two_epochs_of_lenet_on_digits(tmp_path, method):
                  "--set", "schedule.milestones=[1]"]) == 0
     assert time.perf_counter() - started < 60
     assert sorted(p.name for p in out.iterdir()) == [
-        "alignment.csv", "best.pt", "config.yaml", "last.pt", "metrics.csv", "status.json"]
+        ".lock", "alignment.csv", "best.pt", "config.yaml", "last.pt", "metrics.csv", "run.json",
+        "status.json"]
+    (session,) = json.loads((out / "run.json").read_text())["sessions"]
+    assert session["biofa"] == biofa.__version__ and session["torch"] == torch.__version__
+    assert session["ended_as"] == "complete" and session["started"] <= session["ended"]
+    assert session["device"].startswith("cpu") and session["host"]
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2]
     assert metrics["lr"].tolist() == pytest.approx([lr, lr / 10])
@@ -88,7 +93,7 @@ def test_two_epochs_of_lenet_on_digits(tmp_path, method):
 
 
 def _state(out):
-    return torch.load(out / "last.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(out / "last.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
@@ -105,7 +110,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert (killed / "last.pt").exists()
-    epoch_at_kill = torch.load(killed / "last.pt", weights_only=False)["epoch"]
+    epoch_at_kill = torch.load(killed / "last.pt", weights_only=True)["epoch"]
     assert epoch_at_kill < 4
 
     assert main(["train", str(config), "--out", str(killed)]) == 0
@@ -180,12 +185,12 @@ def test_deleted_outputs_of_a_finished_run_come_back_unchanged(tmp_path):
     config = write_config(tmp_path, epochs=2, **{"schedule.milestones": [1]})
     assert main(["train", str(config), "--out", str(out)]) == 0
     saved = {name: (out / name).read_bytes() for name in ("metrics.csv", "alignment.csv", "status.json")}
-    best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
     for name in [*saved, "best.pt"]:
         (out / name).unlink()
     assert main(["train", str(config), "--out", str(out)]) == 0
     assert all((out / name).read_bytes() == content for name, content in saved.items())
-    restored = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    restored = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
     assert restored["epoch"] == best["epoch"]
     assert all(torch.equal(v, restored["model"][k]) for k, v in best["model"].items())
 
@@ -197,7 +202,7 @@ def test_restart_on_change_starts_afresh(tmp_path):
     assert main(["train", str(config), "--out", str(out), "--set", "seed=1",
                  "--restart-on-change"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 1
-    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
 
 
 def test_jobs_on_a_several_gpu_machine_each_claim_their_own_gpu(tmp_path, monkeypatch):
