@@ -46,7 +46,9 @@ GRADIENTS = ("feedback", "true")
 PAPER_SQUARE_QUERIES = 50
 ONEPIXEL_STEPS, ONEPIXEL_POPSIZE = 30, 150
 
-COLUMNS = ["method", "model", "dataset", "seed", "attack", "gradient", "eps", "pixels",
+#: A row's run is keyed by method, model, dataset, optimizer and seed: SGD and Adam
+#: models of one architecture are different settings, never seeds of one.
+COLUMNS = ["method", "model", "dataset", "optimizer", "seed", "attack", "gradient", "eps", "pixels",
            "queries", "steps", "n_images", "clean_acc", "robust_acc", "ci_low", "ci_high", "source"]
 
 
@@ -83,8 +85,15 @@ def make_attack(name: str, model, strength: float, *, steps: int = 10,
     raise UsageError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
 
 
-def check(attack: str, strengths: list[float], source) -> None:
-    """Refuse what cannot run, before loading anything."""
+def check(attack: str, strengths: list[float], source, **counts: int) -> None:
+    """Refuse what cannot run, before loading anything.
+
+    ``counts`` are the whole-number options (n, steps, queries, batch_size): each at least 1.
+    """
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} must be a whole number of at least 1, got {value!r}")
     if attack not in ATTACKS:
         raise UsageError(f"unknown attack {attack!r}; valid attacks: {', '.join(ATTACKS)}")
     if not strengths:
@@ -111,7 +120,7 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
                steps: int = 10, queries: int = PAPER_SQUARE_QUERIES, batch_size: int = 128,
                seed: int = 0, device: str = "auto") -> pd.DataFrame:
     """Clean and robust accuracy of ``run_dir``'s best model, one row per (gradient, strength)."""
-    check(attack, strengths, source)
+    check(attack, strengths, source, n=n, steps=steps, queries=queries, batch_size=batch_size)
     bad = sorted(set(gradients) - set(GRADIENTS))
     if bad:
         raise UsageError(f"unknown gradient(s) {bad}; valid: {', '.join(GRADIENTS)}")
@@ -122,11 +131,13 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
         crafter, source_config, _ = load_run(source, device=device)
         for key in ("dataset", "model"):
             if source_config[key] != config[key]:
-                raise UsageError(f"transfer: the source run has {key} {source_config[key]!r}, "
-                                 f"the target {config[key]!r}; they must match")
+                raise UsageError(f"transfer: the source run {source} has {key} "
+                                 f"{source_config[key]!r}, the target {config[key]!r}; craft the "
+                                 f"examples on a bp run of the same {key}")
     test = load(config["dataset"], config["data_root"], "test")
     if n > len(test):
-        raise UsageError(f"--n {n} is more than the {len(test)} test images of {config['dataset']}")
+        raise UsageError(f"--n {n} is more than the {len(test)} test images of {config['dataset']}; "
+                         f"give --n {len(test)} or fewer")
     batches = DataLoader(Subset(test, range(n)), batch_size=batch_size, shuffle=False)
     if attack in WHITE_BOX:
         threat_models = list(gradients)
@@ -156,7 +167,7 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
             low, high = wilson(robust_hits, n)
             rows.append({
                 "method": config["method"], "model": config["model"], "dataset": config["dataset"],
-                "seed": config["seed"], "attack": attack, "gradient": gradient,
+                "optimizer": config["optimizer"]["name"], "seed": config["seed"], "attack": attack, "gradient": gradient,
                 "eps": strength if attack != "onepixel" else math.nan,
                 "pixels": int(strength) if attack == "onepixel" else math.nan,
                 "queries": queries if attack == "square" else math.nan,

@@ -199,8 +199,10 @@ def write_collected(frames: dict[str, pd.DataFrame], out_dir: str | Path) -> lis
 def collect_attacks(csv_paths, optimizer: str | dict | None = None) -> pd.DataFrame:
     """All ``biofa attack`` CSVs in one frame (columns as ``biofa.attack.COLUMNS``).
 
-    Attack CSVs do not record the optimizer; pass one name for all files, or a mapping
-    {csv path: optimizer}, to add an ``optimizer`` column (figures then split by it).
+    Each row names its run's optimizer, so figures keep SGD and Adam models apart.
+    ``optimizer`` (one name, or a mapping {csv path: name}) fills that column only for
+    CSVs written by biofa versions that did not record it; a file without it is refused
+    otherwise, since its rows would be averaged across optimizers.
     """
     frames = []
     for path in csv_paths:
@@ -209,17 +211,19 @@ def collect_attacks(csv_paths, optimizer: str | dict | None = None) -> pd.DataFr
             raise UsageError(f"attack CSV {path} does not exist; make it with biofa attack RUN_DIR "
                              f"--attack NAME --out {path}")
         frame = _read_csv(path, ATTACK_COLUMNS)
+        if "optimizer" not in frame.columns:
+            given = optimizer.get(str(path), optimizer.get(path)) if isinstance(optimizer, dict) \
+                else optimizer
+            if given is None:
+                raise UsageError(f"{path} does not say which optimizer trained its model; attack "
+                                 "the run again, or name it: biofa report attacks --optimizer NAME")
+            frame.insert(ATTACK_COLUMNS.index("optimizer"), "optimizer", given)
         missing = [c for c in ATTACK_COLUMNS if c not in frame.columns]
         if missing:
             raise UsageError(f"{path} is not a biofa attack CSV: columns {missing} missing")
-        if isinstance(optimizer, dict):
-            frame["optimizer"] = optimizer.get(str(path), optimizer.get(path, math.nan))
-        elif optimizer is not None:
-            frame["optimizer"] = optimizer
         if not frame.empty:
-            frames.append(frame)
-    columns = ATTACK_COLUMNS + (["optimizer"] if optimizer is not None else [])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+            frames.append(frame[ATTACK_COLUMNS])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ATTACK_COLUMNS)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -429,7 +433,7 @@ def add_commands(subparsers) -> None:
     p = sub.add_parser("attacks", help="concatenate biofa attack CSVs")
     p.add_argument("--csv", nargs="+", required=True, metavar="CSV")
     p.add_argument("--out", required=True, metavar="FILE.csv")
-    p.add_argument("--optimizer", help="add an optimizer column with this value (sgd, adam)")
+    p.add_argument("--optimizer", help="for CSVs that lack the optimizer column: its value (sgd, adam)")
     p.set_defaults(run=cmd_attacks)
 
     p = sub.add_parser("table", help="top-1 error table next to the paper's (.md .tex .csv)")
