@@ -206,8 +206,9 @@ def _key(path) -> str:
 
 
 def _nearest(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    names = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(names), n=1, cutoff=0.6)
+    return f"; did you mean {names[close[0]]!r}?" if close else ""
 
 
 _YAML_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
@@ -220,9 +221,9 @@ def _explain(error: jsonschema.ValidationError) -> str:
         names = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(names), key=str)
         where = f"{key}." if error.absolute_path else ""
-        return (f"unknown config key {', '.join(repr(where + str(u)) for u in unknown)}; "
+        return (f"unknown config key {', '.join(repr(where + _yaml(u)) for u in unknown)}; "
                 f"allowed keys{' under ' + repr(key) if error.absolute_path else ''}: "
-                f"{', '.join(names)}{_nearest(unknown[0], names)}")
+                f"{', '.join(names)}{_nearest(_yaml(unknown[0]), names)}")
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
         where = f"{key}." if error.absolute_path else ""
