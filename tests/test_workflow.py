@@ -49,18 +49,52 @@ def test_paper_config_lists_every_training_run():
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c: c["experiments"][0]["methods"].append("fb"), "'fb' is not one of"),
-    (lambda c: c["experiments"][0].pop("epochs"), "'epochs' is a required property"),
-    (lambda c: c["experiments"][0].update(learning_rate=0.1), "'learning_rate' was unexpected"),
+    (lambda c: c["experiments"][0]["methods"].append("fb"),
+     "config key 'experiments[0].methods[7]': got \"fb\"; allowed: one of bp,"),
+    (lambda c: c["experiments"][0].pop("epochs"), "config key 'experiments[0].epochs' is missing"),
+    (lambda c: c["experiments"][0].update(learning_rate=0.1),
+     "unknown config key 'experiments[0].learning_rate'"),
+    (lambda c: c["experiments"][0]["optimizers"]["sgd"]["lr"].update(fa=-1),
+     "config key 'experiments[0].optimizers.sgd.lr.fa': got -1; allowed: a number > 0"),
 ])
 def test_bad_config_fails_at_validation_naming_the_key(project, change, message):
+    """biofa's study checks run first: snakemake stops with their one line, writing nothing."""
     config = yaml.safe_load((project / "config" / "config.yaml").read_text())
     change(config)
     bad = project / "config" / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
+    results = project / "results"
+    before = results.exists() and sorted(results.rglob("*"))
     result = snakemake(project, "-n", "--configfile", str(bad))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+    assert (results.exists() and sorted(results.rglob("*"))) == before
+
+
+def test_experiments_differing_only_in_methods_keep_their_own_settings(tmp_path):
+    """Each run's config and resources come from the experiment that lists its method."""
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    first = config["experiments"][0]
+    first.update(methods=["bp"], seeds=[0], epochs=2, schedule={"name": "constant"})
+    first["optimizers"]["sgd"]["lr"] = 0.01
+    second = {**first, "methods": ["fa"], "epochs": 3, "optimizers": {"sgd": {"name": "sgd", "lr": 0.002}},
+              "resources": {"gpu": 0, "threads": 1, "mem_mb": 3210, "runtime": 15}}
+    config["experiments"].append(second)
+    (tmp_path / "config" / "two.yaml").write_text(yaml.safe_dump(config))
+    configs = [f"results/configs/digits/lenet_mnist/sgd/{m}/seed0.yaml" for m in ("bp", "fa")]
+    result = snakemake(tmp_path, *configs, "--cores", "1", "--configfile", "config/two.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    bp, fa = (yaml.safe_load((tmp_path / name).read_text()) for name in configs)
+    assert (bp["epochs"], bp["optimizer"]["lr"]) == (2, 0.01)
+    assert (fa["epochs"], fa["optimizer"]["lr"]) == (3, 0.002)
+
+    plan = snakemake(tmp_path, "results/runs/digits/lenet_mnist/sgd/fa/seed0/best.pt", "-n",
+                     "--configfile", "config/two.yaml")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    train = plan.stdout[plan.stdout.index("rule train:"):]
+    assert "mem_mb=3210" in train[:train.index("\n\n")]
 
 
 def test_small_study_end_to_end(project):

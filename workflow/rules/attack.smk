@@ -8,9 +8,9 @@ rule attack:
     params:
         dir=lambda wildcards, input: os.path.dirname(input.best),
         arguments=attack_arguments,
-        n=config.get("attacks", {}).get("n_images", 500),
-        batch=config.get("attacks", {}).get("batch_size", 128),
-        seed=config.get("attacks", {}).get("seed", 0),
+        n=config["attacks"]["n_images"],
+        batch=config["attacks"]["batch_size"],
+        seed=config["attacks"]["seed"],
         device=config["device"],
     conda:
         "../envs/biofa.yaml"

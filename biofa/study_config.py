@@ -1,0 +1,502 @@
+"""The study config of the Snakemake workflow: its schema, its runs and its checks.
+
+A study config (``config/config.yaml``, ``config/paper.yaml``) lists experiments; each
+trains every combination of its models x optimizers x methods x seeds on one data set.
+:func:`experiment_runs` is the one place that says which runs an experiment produces:
+the workflow's list of jobs and its lookup of a job's experiment (epochs, learning rate,
+schedule, resources) both come from it, so they cannot disagree.
+
+The schema is built here from biofa's registries and from the run config's own schema
+(``biofa.config.schema``), so the names a study may use are the names biofa knows.
+``workflow/schemas/config.schema.yaml`` is generated from it::
+
+    python -m biofa.study_config > workflow/schemas/config.schema.yaml
+
+:func:`validate_study` checks a whole study before any job starts and reports the first
+problem in one line naming the key and what it accepts, e.g.::
+
+    config key 'experiments[0].optimizers.sgd.lr.fa': got 0; allowed: a number > 0
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from typing import Any, Iterator
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+RUN_KEYS = ("dataset", "model", "optimizer", "method", "seed")
+"""The wildcards of a run: its folder is ``{dataset}/{model}/{optimizer}/{method}/seed{seed}``."""
+
+OPTIMIZER_KEY = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
+"""Optimizer keys become folder names and wildcard values: no slashes, dots or spaces."""
+
+_PATTERN_WORDS = {
+    OPTIMIZER_KEY: "a name of letters, digits, _ and - (it becomes a folder name)",
+    "^(auto|cpu|cuda(:[0-9]+)?)$": "auto, cpu, cuda or cuda:N",
+}
+
+# run-config keys the workflow fills from the study's own keys; ``run:`` may not set them
+_SET_BY_STUDY = ("dataset", "data_root", "model", "method", "optimizer", "schedule", "layer",
+                 "epochs", "batch_size", "seed", "device")
+
+_SCHEMA_URI = "http://json-schema.org/draft-07/schema#"
+
+
+def _list(items: dict, **extra) -> dict:
+    return {"type": "array", "items": items, "uniqueItems": True, **extra}
+
+
+def _object(properties: dict, required=(), **extra) -> dict:
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return {**schema, **extra}
+
+
+def schema() -> dict:
+    """The JSON schema of a study config (draft 7, with the workflow's defaults)."""
+    from . import config as run_config
+    from .attack import GRADIENTS, PAPER_SQUARE_QUERIES, WHITE_BOX
+
+    run = copy.deepcopy(run_config.schema()["properties"])
+    method = {"enum": list(run["method"]["enum"])}
+    model = {"enum": list(run["model"]["enum"])}
+    dataset = {"enum": list(run["dataset"]["enum"])}
+    positive = {"type": "number", "exclusiveMinimum": 0}
+    strengths = _list({"type": "number", "minimum": 0, "maximum": 1},
+                      description="attack strengths (L-inf budgets; images lie in [0, 1])")
+    optimizer = {k: v for k, v in run["optimizer"]["properties"].items() if k != "lr"}
+    count = {"type": "integer", "minimum": 1}
+
+    definitions = {
+        "method": method,
+        "resources": _object({
+            "gpu": {"type": "integer", "minimum": 0},
+            "threads": count,
+            "mem_mb": count,
+            "runtime": {**count, "description": "minutes"},
+        }, description="what each job asks a scheduler for"),
+        "lr": {
+            "description": "one learning rate, or one per method with a default",
+            "oneOf": [positive, _object({"default": positive, **{m: positive for m in method["enum"]}},
+                                        required=["default"])],
+        },
+        "optimizer": _object({
+            "name": run["optimizer"]["properties"]["name"],
+            "lr": {"$ref": "#/definitions/lr"},
+            **{k: v for k, v in optimizer.items() if k != "name"},
+            "methods": _list({"$ref": "#/definitions/method"}, minItems=1,
+                             description="only these methods use this optimizer (default: all of "
+                                         "the experiment's)"),
+            "models": _list(model, minItems=1,
+                            description="only these models use this optimizer (default: all of "
+                                        "the experiment's)"),
+        }, required=["name", "lr"]),
+        "strengths": strengths,
+    }
+    experiment = _object({
+        "dataset": dataset,
+        "models": _list(model, minItems=1),
+        "methods": _list({"$ref": "#/definitions/method"}, minItems=1),
+        "seeds": _list(run["seed"], minItems=1),
+        "epochs": run["epochs"],
+        "batch_size": run["batch_size"],
+        "schedule": {**run["schedule"], "default": {"name": "constant"}},
+        "layer": {**run["layer"], "default": {}},
+        "optimizers": {
+            "type": "object", "minProperties": 1,
+            "propertyNames": {"type": "string", "pattern": OPTIMIZER_KEY},
+            "additionalProperties": {"$ref": "#/definitions/optimizer"},
+            "description": "optimizer key (used in folder names) -> optimizer",
+        },
+        "run": _object({k: v for k, v in run.items() if k not in _SET_BY_STUDY}, default={},
+                       description="further keys of the run config (biofa train)"),
+        "resources": {"$ref": "#/definitions/resources"},
+    }, required=["dataset", "models", "methods", "seeds", "epochs", "batch_size", "optimizers"])
+    attacks = _object({
+        "targets": _list(_object({
+            "dataset": dataset,
+            "model": model,
+            "optimizer": {"type": "string", "pattern": OPTIMIZER_KEY},
+        }, required=["dataset", "model", "optimizer"]), default=[],
+            description="(dataset, model, optimizer key) settings whose every method and seed "
+                        "is attacked"),
+        "n_images": {**count, "default": 500},
+        "batch_size": {**count, "default": 128},
+        "seed": {"type": "integer", "minimum": 0, "default": 0},
+        "white_box": _object({
+            "attacks": _list({"enum": list(WHITE_BOX)}, default=[]),
+            "gradients": _list({"enum": list(GRADIENTS)}, default=list(GRADIENTS)),
+            "eps": {"$ref": "#/definitions/strengths"},
+            "steps": {**count, "default": 10},
+        }, default={}),
+        "square": _object({
+            "eps": {"$ref": "#/definitions/strengths"},
+            "queries": {**count, "default": PAPER_SQUARE_QUERIES},
+        }, default={}),
+        "onepixel": _object({"pixels": _list({"type": "integer", "minimum": 0})}, default={}),
+        "transfer": _object({"eps": {"$ref": "#/definitions/strengths"}}, default={},
+                            description="PGD examples crafted on the bp run of the same "
+                                        "dataset, model, optimizer and seed"),
+        "resources": {"$ref": "#/definitions/resources"},
+    }, default={})
+    return {
+        "$schema": _SCHEMA_URI,
+        "description": "the study configuration of the workflow (config/config.yaml, "
+                       "config/paper.yaml); see config/README.md",
+        **_object({
+            "data_root": {"type": "string", "minLength": 1, "default": "data"},
+            "results": {"type": "string", "minLength": 1, "default": "results"},
+            "device": {**run["device"], "default": "auto"},
+            "experiments": {"type": "array", "minItems": 1, "items": experiment},
+            "attacks": attacks,
+        }, required=["experiments"]),
+        "definitions": definitions,
+    }
+
+
+def schema_yaml() -> str:
+    """The text of ``workflow/schemas/config.schema.yaml``."""
+    plain = json.loads(json.dumps(schema()))  # no shared objects, so no YAML anchors
+    return ("# Generated by `python -m biofa.study_config > workflow/schemas/config.schema.yaml`"
+            "\n# from biofa's registries; edit biofa/study_config.py, not this file.\n"
+            + yaml.safe_dump(plain, sort_keys=False, width=100))
+
+
+# --- error messages ----------------------------------------------------------------------
+
+def key_path(parts) -> str:
+    """``experiments[0].optimizers.sgd.lr`` from a jsonschema path."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def resolve(node: dict, root: dict) -> dict:
+    """``node`` with a local ``$ref`` followed."""
+    while isinstance(node, dict) and "$ref" in node:
+        target = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _value(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe(node: dict, root: dict) -> str:
+    """What a schema accepts, in words."""
+    node = resolve(node, root)
+    if "enum" in node:
+        return "one of " + ", ".join("null" if v is None else str(v) for v in node["enum"])
+    for alternatives in ("oneOf", "anyOf"):
+        if alternatives in node:
+            return " or ".join(describe(n, root) for n in node[alternatives])
+    kind = node.get("type")
+    if kind in ("number", "integer"):
+        bounds = [f"{word} {node[key]:g}" for key, word in (
+            ("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<=")) if key in node]
+        return ("a number" if kind == "number" else "an integer") + \
+            ("" if not bounds else " " + " and ".join(bounds))
+    if kind == "string":
+        if "pattern" in node:
+            return _PATTERN_WORDS.get(node["pattern"], f"a string matching {node['pattern']}")
+        return "a non-empty string" if node.get("minLength") else "a string"
+    if kind == "boolean":
+        return "true or false"
+    if kind == "null":
+        return "null"
+    if kind == "array":
+        size = "items"
+        if node.get("minItems") and node.get("minItems") == node.get("maxItems"):
+            size = f"{node['minItems']} items"
+        elif node.get("minItems"):
+            size = "at least one item"
+        repeats = ", without repeats" if node.get("uniqueItems") else ""
+        return f"a list of {size}, each {describe(node.get('items', {}), root)}{repeats}"
+    if kind == "object":
+        if node.get("properties"):
+            return "a mapping with keys " + ", ".join(node["properties"])
+        values = node.get("additionalProperties")
+        if isinstance(values, dict):
+            return f"a mapping of names to {describe(values, root)}"
+        return "a mapping"
+    return "anything"
+
+
+def _branch_error(error: jsonschema.ValidationError, validator) -> jsonschema.ValidationError | None:
+    """Of a oneOf/anyOf failure, the error of the alternative whose type fits the value."""
+    branches: dict[int, list] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    for index, alternative in enumerate(error.validator_value):
+        kind = resolve(alternative, validator.schema).get("type")
+        if kind and validator.is_type(error.instance, kind) and index in branches:
+            return _first(branches[index])
+    return None
+
+
+def _first(errors):
+    return sorted(errors, key=lambda e: (len(e.absolute_path), key_path(e.absolute_path)))[0]
+
+
+def _explain(error: jsonschema.ValidationError, validator) -> str:
+    root = validator.schema
+    path = list(error.absolute_path)
+    key = key_path(path)
+    if error.validator in ("oneOf", "anyOf"):
+        deeper = _branch_error(error, validator)
+        # the alternative the value was meant for explains it better, unless it merely
+        # repeats "wrong value here": then the whole choice is the clearer answer
+        if deeper is not None and (list(deeper.absolute_path) != path or deeper.validator in (
+                "required", "additionalProperties", "propertyNames", "minProperties")):
+            return _explain(deeper, validator)
+    if "propertyNames" in error.schema_path:
+        return (f"config key {key_path([*path, error.instance])!r}: not a valid name; "
+                f"allowed: {describe(error.schema, root)}")
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        return (f"unknown config key {', '.join(repr(key_path([*path, u])) for u in unknown)}; "
+                f"allowed keys{' under ' + repr(key) if path else ''}: {', '.join(allowed)}")
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return (f"config key {key_path([*path, missing[0]])!r} is missing; required keys"
+                f"{' under ' + repr(key) if path else ''}: {', '.join(error.validator_value)}")
+    problem = {"uniqueItems": " (an item is repeated)",
+               "minItems": " (too few items)", "maxItems": " (too many items)",
+               "minProperties": " (empty)"}.get(error.validator, "")
+    return (f"config key {key!r}: got {_value(error.instance)}{problem}; "
+            f"allowed: {describe(error.schema, root)}")
+
+
+def _fill(node: dict, value, root: dict) -> None:
+    """Set the schema's defaults for keys left out, in place."""
+    node = resolve(node, root)
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        for name, sub in properties.items():
+            sub_node = resolve(sub, root)
+            if name not in value and "default" in sub_node:
+                value[name] = copy.deepcopy(sub_node["default"])
+            if name in value:
+                _fill(sub, value[name], root)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name, sub_value in value.items():
+                if name not in properties:
+                    _fill(extra, sub_value, root)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for item in value:
+            _fill(node["items"], item, root)
+
+
+# --- the runs of a study -----------------------------------------------------------------
+
+def experiment_runs(config: dict, index: int) -> Iterator[dict]:
+    """The runs experiment ``index`` produces: dicts of the five wildcards.
+
+    Every model x optimizer x method x seed, less the combinations an optimizer's
+    ``models:`` / ``methods:`` filters leave out.
+    """
+    experiment = config["experiments"][index]
+    for model in experiment["models"]:
+        for key, optimizer in experiment["optimizers"].items():
+            if model not in optimizer.get("models", [model]):
+                continue
+            for method in experiment["methods"]:
+                if method not in optimizer.get("methods", [method]):
+                    continue
+                for seed in experiment["seeds"]:
+                    yield dict(dataset=experiment["dataset"], model=model, optimizer=key,
+                               method=method, seed=seed)
+
+
+def runs(config: dict) -> list[dict]:
+    """Every training run of the study, in the order of its experiments."""
+    return [run for index in range(len(config["experiments"]))
+            for run in experiment_runs(config, index)]
+
+
+def run_key(run) -> tuple[str, ...]:
+    """The identity of a run (a dict or snakemake's wildcards), as strings."""
+    get = run.get if isinstance(run, dict) else lambda k: getattr(run, k)
+    return tuple(str(get(k)) for k in RUN_KEYS)
+
+
+def experiment_index(config: dict) -> dict[tuple[str, ...], int]:
+    """Run key -> index of the experiment that produces it (overlaps are refused earlier)."""
+    return {run_key(run): index for index in range(len(config["experiments"]))
+            for run in experiment_runs(config, index)}
+
+
+def run_config(config: dict, experiment: dict, run) -> dict:
+    """The biofa run config of one run of ``experiment`` (not yet validated)."""
+    get = run.get if isinstance(run, dict) else lambda k: getattr(run, k)
+    optimizer = {k: v for k, v in experiment["optimizers"][get("optimizer")].items()
+                 if k not in ("methods", "models")}
+    lr = optimizer["lr"]
+    optimizer["lr"] = lr.get(get("method"), lr["default"]) if isinstance(lr, dict) else lr
+    return {
+        "dataset": get("dataset"), "data_root": config.get("data_root", "data"),
+        "model": get("model"), "method": get("method"), "optimizer": optimizer,
+        "schedule": experiment.get("schedule", {"name": "constant"}),
+        "layer": experiment.get("layer", {}), "epochs": experiment["epochs"],
+        "batch_size": experiment["batch_size"], "seed": int(get("seed")),
+        "device": config.get("device", "auto"),
+        "threads": experiment.get("resources", {}).get("threads", 1),
+        **experiment.get("run", {}),
+    }
+
+
+# --- checks beyond the schema ------------------------------------------------------------
+
+def _folder(run) -> str:
+    return f"{run['dataset']}/{run['model']}/{run['optimizer']}/{run['method']}/seed{run['seed']}"
+
+
+def _label(index: int, experiment: dict) -> str:
+    return f"experiments[{index}] ({experiment['dataset']}: {', '.join(experiment['models'])})"
+
+
+def _check_experiment(index: int, experiment: dict) -> None:
+    where = f"experiments[{index}]"
+    schedule, epochs = experiment["schedule"], experiment["epochs"]
+    milestones = schedule.get("milestones", [])
+    late = [m for m in milestones if m > epochs]
+    if late:
+        raise ConfigError(f"config key '{where}.schedule.milestones': {late} lie beyond "
+                          f"epochs={epochs}; allowed: increasing epochs from 1 to {epochs}")
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        raise ConfigError(f"config key '{where}.schedule.milestones': got {milestones}; "
+                          f"allowed: increasing epochs from 1 to {epochs}")
+    if schedule["name"] == "multistep" and not milestones:
+        raise ConfigError(f"config key '{where}.schedule.milestones' is missing; multistep needs "
+                          f"at least one milestone (allowed: increasing epochs from 1 to {epochs})")
+    for key, optimizer in experiment["optimizers"].items():
+        at = f"{where}.optimizers.{key}"
+        for name in ("models", "methods"):
+            outside = [v for v in optimizer.get(name, []) if v not in experiment[name]]
+            if outside:
+                raise ConfigError(f"config key '{at}.{name}': {', '.join(outside)} "
+                                  f"not among {where}.{name}; allowed: a subset of "
+                                  f"{', '.join(experiment[name])}")
+        lr = optimizer["lr"]
+        if isinstance(lr, dict):
+            trained = [m for m in experiment["methods"] if m in optimizer.get("methods", [m])]
+            for method in lr:
+                if method != "default" and method not in trained:
+                    raise ConfigError(f"config key '{at}.lr.{method}': {key} never trains "
+                                      f"{method} in {where}; allowed keys: default, "
+                                      f"{', '.join(trained)}")
+
+
+def _check_runs(config: dict) -> list[dict]:
+    """Overlapping experiments and optimizers the report could not tell apart."""
+    experiments = config["experiments"]
+    owner: dict[tuple, int] = {}
+    named: dict[tuple, tuple[int, str]] = {}
+    every = []
+    for index, experiment in enumerate(experiments):
+        for run in experiment_runs(config, index):
+            key = run_key(run)
+            if key in owner:
+                first = owner[key]
+                raise ConfigError(
+                    f"{_label(first, experiments[first])} and {_label(index, experiment)} both "
+                    f"train {_folder(run)}; each run must come from one experiment (give them "
+                    f"different methods, models, seeds or optimizer keys)")
+            owner[key] = index
+            every.append((index, run))
+            name = experiment["optimizers"][run["optimizer"]]["name"]
+            setting = (run["dataset"], run["model"], run["method"], name)
+            other = named.setdefault(setting, (index, run["optimizer"]))
+            if other[1] != run["optimizer"]:
+                raise ConfigError(
+                    f"config keys 'experiments[{other[0]}].optimizers.{other[1]}' and "
+                    f"'experiments[{index}].optimizers.{run['optimizer']}' are both {name} for "
+                    f"{run['dataset']}/{run['model']}/{run['method']}: tables and figures key "
+                    f"runs by the optimizer's name, so their runs could not be told apart; "
+                    f"keep one {name} per data set, model and method")
+    return every
+
+
+def _check_attacks(config: dict, every: list[tuple[int, dict]]) -> None:
+    attacks = config["attacks"]
+    trained: dict[tuple, set] = {}
+    for _, run in every:
+        trained.setdefault((run["dataset"], run["model"], run["optimizer"]), set()).add(
+            (run["method"], run["seed"]))
+    for t, target in enumerate(attacks["targets"]):
+        setting = (target["dataset"], target["model"], target["optimizer"])
+        if setting not in trained:
+            raise ConfigError(f"config key 'attacks.targets[{t}]': no experiment trains "
+                              f"{'/'.join(setting)}; allowed: one of "
+                              f"{', '.join('/'.join(s) for s in trained)}")
+        if attacks["transfer"].get("eps"):
+            seeds = sorted({seed for method, seed in trained[setting]
+                            if (("bp", seed) not in trained[setting])})
+            if seeds:
+                raise ConfigError(
+                    f"config key 'attacks.transfer': transfer attacks craft their examples on "
+                    f"the bp run of the same data set, model, optimizer and seed, and "
+                    f"{'/'.join(setting)} (attacks.targets[{t}]) trains no bp for seed "
+                    f"{', '.join(map(str, seeds))}; add bp to its experiment's methods or "
+                    f"leave attacks.transfer.eps empty")
+    white = attacks["white_box"]
+    if white["attacks"] and white["gradients"] and not white.get("eps"):
+        raise ConfigError("config key 'attacks.white_box.eps' is missing; white-box attacks "
+                          "need their strengths (allowed: a list of numbers from 0 to 1)")
+
+
+def is_study(config) -> bool:
+    """Whether a config is meant as a study: it has a key only a study config has."""
+    from .config import schema as run_schema
+
+    if not isinstance(config, dict):
+        return False
+    return bool(set(config) & (set(schema()["properties"]) - set(run_schema()["properties"])))
+
+
+def validate_study(config: dict) -> dict:
+    """The study config with defaults filled in, or ``ConfigError`` naming the first bad key.
+
+    Beyond the schema: no two experiments produce the same run; optimizer filters and
+    per-method learning rates name methods and models of their experiment; milestones
+    fit the epochs; attack targets are trained, with a bp run for transfer attacks; and
+    every run config the study generates passes ``biofa.config.validate``.
+    """
+    from .config import validate as validate_run
+
+    if not isinstance(config, dict):
+        raise ConfigError("a study config is a mapping of keys to values (a YAML dictionary)")
+    validator = jsonschema.Draft7Validator(schema())
+    errors = list(validator.iter_errors(config))
+    if errors:
+        raise ConfigError(_explain(_first(errors), validator))
+    config = copy.deepcopy(config)
+    _fill(validator.schema, config, validator.schema)
+    for index, experiment in enumerate(config["experiments"]):
+        _check_experiment(index, experiment)
+    every = _check_runs(config)
+    _check_attacks(config, every)
+    for index, run in every:
+        try:
+            validate_run(run_config(config, config["experiments"][index], run))
+        except ConfigError as error:
+            raise ConfigError(f"experiments[{index}], run {_folder(run)}: {error}") from None
+    return config
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_yaml())
