@@ -108,12 +108,11 @@ def cmd_check(args) -> int:
     mistake is found here rather than hours into a workflow."""
     from .config import read, validate
     from .errors import ConfigError
+    from .study_config import is_study, runs, validate_study
 
     raw = read(args.config)
     try:
-        if isinstance(raw, dict) and "experiments" in raw:
-            from .study_config import runs, validate_study
-
+        if is_study(raw):
             count = len(runs(validate_study(raw)))
         else:
             validate(raw)
