@@ -26,9 +26,12 @@ On-disk layout (``root`` is what ``biofa data NAME --root DIR`` gets)::
 from __future__ import annotations
 
 import functools
+import math
 import os
+import pickle
 import shutil
 import socket
+import struct
 import tempfile
 import urllib.error
 from collections.abc import Callable
@@ -186,6 +189,167 @@ def _missing_message(name: str, root: Path, cause: object = None) -> str:
     return text
 
 
+def _archives(name: str) -> list[tuple[str, str | None]]:
+    """The downloadable archives of a torchvision set, relative to ``root/name``, with md5."""
+    cls = _tv_class(name)
+    if name in ("mnist", "fashion_mnist"):
+        return [(f"{cls.__name__}/raw/{f}", md5) for f, md5 in cls.resources]
+    return [(cls.filename, cls.tgz_md5)]
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+
+
+_IDX = {"images": (0x0803, 3), "labels": (0x0801, 1)}  # MNIST's idx magic numbers and ranks
+
+
+def _idx_problem(path: Path, kind: str) -> tuple[str | None, int]:
+    """Why an MNIST idx file is unreadable (None if it is fine), and its number of items.
+
+    Only the header and the file size are read: a whole-file check would cost as much
+    as loading, and the header already catches truncation and wrong files.
+    """
+    magic, rank = _IDX[kind]
+    header = 4 + 4 * rank
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(header)
+    if len(head) < 4:
+        return f"it is {size} bytes long, too short for an idx file", 0
+    found = int.from_bytes(head[:4], "big")
+    if found != magic:
+        return (f"it starts with 0x{found:08x}, not the magic number 0x{magic:08x} of an idx file "
+                f"of {kind}; it is not an unpacked MNIST {kind} file"), 0
+    if len(head) < header:
+        return f"it is {size} bytes long, shorter than its {header}-byte header", 0
+    dims = struct.unpack(f">{rank}I", head[4:])
+    if kind == "images" and dims[1:] != (28, 28):
+        return f"its images are {dims[1]}x{dims[2]} pixels, not 28x28", 0
+    expected = header + math.prod(dims)
+    if size != expected:
+        return (f"it is {size} bytes long, but its header promises {dims[0]} {kind}, "
+                f"{expected} bytes (a truncated or damaged file)"), 0
+    return None, dims[0]
+
+
+def _pickle_problem(path: Path, meta_key: str | None) -> str | None:
+    """Why a CIFAR pickle is unreadable, or None; ``meta_key`` is set for the meta file."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except Exception as err:  # garbage can raise nearly anything from the unpickler
+        truncated = isinstance(err, EOFError) or "truncated" in str(err)
+        return f"{'truncated: ' if truncated else ''}it cannot be unpickled ({_one_line(err)})"
+    if not isinstance(entry, dict):
+        return f"it holds a {type(entry).__name__}, not the dictionary of a CIFAR batch"
+    if meta_key is not None:
+        return None if meta_key in entry else f"it has no {meta_key!r} entry"
+    images = entry.get("data")
+    labels = entry.get("labels", entry.get("fine_labels"))
+    if not isinstance(images, np.ndarray) or images.ndim != 2 or images.shape[1] != 3 * 32 * 32 \
+            or images.dtype != np.uint8:
+        return "its 'data' entry is not an array of 32x32 RGB images (N x 3072 bytes)"
+    if labels is None or len(labels) != len(images):
+        return f"it holds {len(images)} images but {0 if labels is None else len(labels)} labels"
+    return None
+
+
+def _problem(name: str, root: Path, verified: bool = False) -> tuple[Path, str] | None:
+    """The first file of data set ``name`` that is on disk but unreadable, and why.
+
+    Missing files are not problems here (they are :class:`DatasetMissing`'s business).
+    ``verified``: torchvision's own md5 check just passed, so files with an official
+    checksum are not hashed again.
+    """
+    cls = _tv_class(name)
+    complete = True
+    if name in ("mnist", "fashion_mnist"):
+        raw = _files_folder(name, root)
+        for split in ("train", "t10k"):
+            counts = {}
+            for kind in ("images", "labels"):
+                path = raw / f"{split}-{kind}-idx{_IDX[kind][1]}-ubyte"
+                if not path.exists():
+                    complete = False
+                    continue
+                if not path.is_file():
+                    return path, "it is not a file"
+                reason, counts[kind] = _idx_problem(path, kind)
+                if reason:
+                    return path, reason
+            if len(counts) == 2 and counts["images"] != counts["labels"]:
+                return (raw / f"{split}-labels-idx1-ubyte",
+                        f"it holds {counts['labels']} labels for the {counts['images']} images "
+                        f"of {split}-images-idx3-ubyte")
+    else:
+        folder = root / name / cls.base_folder
+        files = [(f, md5, None) for f, md5 in cls.train_list + cls.test_list]
+        files.append((cls.meta["filename"], cls.meta["md5"], cls.meta["key"]))
+        for fname, md5, meta_key in files:
+            path = folder / fname
+            if not path.exists():
+                complete = False
+                continue
+            if not path.is_file():
+                return path, "it is not a file"
+            if md5 is not None:
+                if not verified:
+                    from torchvision.datasets.utils import calculate_md5
+
+                    actual = calculate_md5(str(path))
+                    if actual != md5:
+                        return path, (f"its md5 checksum is {actual}, not the official {md5} "
+                                      "(a truncated download or a different file)")
+                continue
+            reason = _pickle_problem(path, meta_key)
+            if reason:
+                return path, reason
+    if not complete:  # the archive is what a repair would unpack: check it too
+        from torchvision.datasets.utils import check_integrity
+
+        for relative, md5 in _archives(name):
+            path = root / name / relative
+            if path.is_file() and md5 is not None and not check_integrity(str(path), md5):
+                return path, f"its md5 checksum is not the official {md5} (a truncated download?)"
+    return None
+
+
+def _corrupt_message(name: str, root: Path, path: Path, reason: str, cause: object = None) -> str:
+    """Name the unreadable file and the two ways to a good copy (network or by hand)."""
+    root = Path(root)
+    cls = _tv_class(name)
+    if name in ("mnist", "fashion_mnist"):
+        files, source = ", ".join(f for f, _ in cls.resources), cls.mirrors[0]
+    else:
+        files, source = f"{cls.filename} (md5 {cls.tgz_md5})", cls.url
+    text = (f"data set {name!r}: the file {path} is corrupt: {reason}. To get a good copy, delete "
+            f"the folder {root / name} and run `biofa data {name} --root {root}`; on a machine "
+            f"without network, first put {files} from {source} into the folder "
+            f"{_files_folder(name, root)} .")
+    if cause is not None:
+        text += f" ({cause})"
+    return text
+
+
+def _check_folder(root: Path, name: str) -> None:
+    """Refuse a data root (or data set folder) that is a file, before anything reads or writes."""
+    probe = root / name
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir() or not probe.exists():
+        return
+    if probe == root / name or root / name in probe.parents:
+        raise DatasetCorrupt(f"data set {name!r}: {probe} is a file, where the data set's folder "
+                             f"belongs; delete it and run `biofa data {name} --root {root}`")
+    what = f"data root {root} is a file" if probe == root else \
+        f"data root {root} is not a folder: {probe} is a file"
+    raise UsageError(f"{what}; pass a folder as --root (or data_root in the run config); "
+                     "it is created if missing")
+
+
 def _tv_complete(name: str, tv_root: Path) -> bool:
     """torchvision's own existence/integrity check, without loading the data."""
     cls = _tv_class(name)
@@ -200,9 +364,24 @@ def _tv_complete(name: str, tv_root: Path) -> bool:
 def _tv_base(name: str, root: str, train: bool) -> Dataset:
     """The underlying torchvision data set, returning PIL images (cached: CIFAR md5-checks 170 MB)."""
     try:
-        return _tv_class(name)(root=os.path.join(root, name), train=train, download=False)
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetMissing(_missing_message(name, Path(root), err)) from err
+        base = _tv_class(name)(root=os.path.join(root, name), train=train, download=False)
+    except Exception as err:  # torchvision: "Dataset not found or corrupted", or a reader's error
+        problem = _problem(name, Path(root))
+        if problem is not None:
+            raise DatasetCorrupt(_corrupt_message(name, Path(root), *problem)) from err
+        if isinstance(err, RuntimeError):
+            raise DatasetMissing(_missing_message(name, Path(root), err)) from err
+        raise  # readable files that torchvision still cannot load: a bug, keep the traceback
+    problem = None
+    if name in ("mnist", "fashion_mnist"):  # torchvision checks existence only; headers are cheap
+        problem = _problem(name, Path(root), verified=True)
+    elif len(base.data) != len(base.targets):  # torchvision does not compare the two
+        problem = _problem(name, Path(root)) or (
+            Path(root) / name / base.base_folder,
+            f"its files hold {len(base.data)} images but {len(base.targets)} labels")
+    if problem is not None:
+        raise DatasetCorrupt(_corrupt_message(name, Path(root), *problem))
+    return base
 
 
 @functools.lru_cache(maxsize=4)
@@ -275,6 +454,7 @@ def load(name: str, root: str | os.PathLike, split: str, *, augment: bool = True
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     root = os.path.abspath(os.fspath(root))
+    _check_folder(Path(root), name)
 
     if name == "digits":
         return TensorDataset(*_digits_tensors()[split])
@@ -287,6 +467,11 @@ def load(name: str, root: str | os.PathLike, split: str, *, augment: bool = True
     view = Transformed(base, transform)
     if split == "test":
         return view
+    if len(base) <= info.splits["val"]:
+        raise DatasetCorrupt(f"data set {name!r} under {root}: its training files hold {len(base)} "
+                             f"images, too few for the {info.splits['val']}-image validation split; "
+                             f"delete the folder {Path(root) / name} and run "
+                             f"`biofa data {name} --root {root}`")
     train_idx, val_idx = split_indices(len(base), info.splits["val"], SEED)
     return Subset(view, train_idx if split == "train" else val_idx)
 
@@ -313,9 +498,10 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Path:
     _info(name)
     root = Path(root).absolute()
     target = root / name
+    _check_folder(root, name)
 
     if name == "digits":  # ships with scikit-learn
-        target.mkdir(parents=True, exist_ok=True)
+        _mkdir(target)
         _write_ready(target, name)
         return target
 
@@ -325,23 +511,28 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Path:
         _write_ready(target, name)
         return target
 
-    if target.is_dir() and _tv_complete(name, target):
+    complete = target.is_dir() and _tv_complete(name, target)
+    problem = _problem(name, root, verified=complete) if target.is_dir() else None
+    if complete and problem is None:
         _write_ready(target, name)
         return target
     if not download:
+        if problem is not None:
+            raise DatasetCorrupt(_corrupt_message(name, root, *problem))
         raise DatasetMissing(_missing_message(name, root, "download=False"))
 
-    root.mkdir(parents=True, exist_ok=True)
+    _mkdir(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
     old_timeout = socket.getdefaulttimeout()
     try:
-        if target.is_dir():  # reuse files put there by hand (torchvision skips verified archives)
-            shutil.copytree(target, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
-            (tmp / "READY").unlink(missing_ok=True)
+        _reuse_archives(name, target, tmp)
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
             _tv_class(name)(root=str(tmp), train=False, download=True)
         except (urllib.error.URLError, OSError, RuntimeError) as err:
+            if problem is not None:
+                raise DatasetCorrupt(_corrupt_message(name, root, *problem,
+                                                      cause=f"downloading a new copy failed: {err}")) from err
             raise DatasetMissing(_missing_message(name, root, f"download failed: {err}")) from err
         finally:
             socket.setdefaulttimeout(old_timeout)
@@ -352,6 +543,30 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     _write_ready(target, name)
     return target
+
+
+def _mkdir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except PermissionError as err:
+        raise UsageError(f"data folder {folder} cannot be created: {err.strerror}; pass a "
+                         "writable folder as --root (or data_root in the run config)") from None
+
+
+def _reuse_archives(name: str, target: Path, tmp: Path) -> None:
+    """Link the intact archives put into ``target`` by hand into the download folder.
+
+    Only archives whose md5 is the official one: torchvision skips downloading those and
+    unpacks them, and never writes to them. Unpacked files are not reused: torchvision
+    unpacks over them, which through a hard link would rewrite the old copy in place.
+    """
+    from torchvision.datasets.utils import check_integrity
+
+    for relative, md5 in _archives(name):
+        source = target / relative
+        if source.is_file() and check_integrity(str(source), md5):
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(str(source), str(tmp / relative))
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -1,20 +1,27 @@
-"""Data sets: offline digits, fixed splits, and fast, clean failure without network.
+"""Data sets: offline digits, fixed splits, and fast, clean failure without network or with
+damaged files.
 
-No test touches the network: the download tests cut it off by patching sockets.
+No test touches the network (the download tests cut it off by patching sockets) or needs a
+real data set: the MNIST and CIFAR files are small synthetic ones in the official layout.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import pickle
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from biofa import data
+from biofa.cli import main
+from biofa.errors import UsageError
 
 
 @pytest.fixture
@@ -219,24 +226,29 @@ def test_prepare_uses_hand_placed_archives(tmp_path, no_network, monkeypatch):
     assert data.prepare("mnist", tmp_path, download=False) == folder  # already complete
 
 
-def test_cifar_views_train_augmented_val_plain(tmp_path, monkeypatch):
-    """val is held out of train with the fixed seed and gets the test transform (no augmentation)."""
-    import pickle
-
-    from torchvision.datasets import CIFAR10
-
-    folder = tmp_path / "cifar10" / CIFAR10.base_folder
+def _write_cifar(root, cls, n_batch: int, monkeypatch=None):
+    """A small CIFAR layout of random images; with ``monkeypatch`` its md5s are not checked."""
+    folder = root / cls.__name__.lower() / cls.base_folder
     folder.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
-    n_batch = 1200  # 6000 train images: enough for the 5000-image val split
-    for i, (fname, _) in enumerate(CIFAR10.train_list + CIFAR10.test_list):
+    labels_key = "labels" if cls.__name__ == "CIFAR10" else "fine_labels"
+    for i, (fname, _) in enumerate(cls.train_list + cls.test_list):
         pixels = torch.randint(0, 256, (n_batch, 3072), generator=g, dtype=torch.uint8).numpy()
         labels = [(i * n_batch + j) % 10 for j in range(n_batch)]
-        (folder / fname).write_bytes(pickle.dumps({"data": pixels, "labels": labels}))
-    (folder / CIFAR10.meta["filename"]).write_bytes(pickle.dumps({"label_names": [str(c) for c in range(10)]}))
-    for attr in ("train_list", "test_list"):
-        monkeypatch.setattr(CIFAR10, attr, [[f, None] for f, _ in getattr(CIFAR10, attr)])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": None})
+        (folder / fname).write_bytes(pickle.dumps({"data": pixels, labels_key: labels}))
+    (folder / cls.meta["filename"]).write_bytes(pickle.dumps({cls.meta["key"]: [str(c) for c in range(10)]}))
+    if monkeypatch is not None:
+        for attr in ("train_list", "test_list"):
+            monkeypatch.setattr(cls, attr, [[f, None] for f, _ in getattr(cls, attr)])
+        monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": None})
+    return folder
+
+
+def test_cifar_views_train_augmented_val_plain(tmp_path, monkeypatch):
+    """val is held out of train with the fixed seed and gets the test transform (no augmentation)."""
+    from torchvision.datasets import CIFAR10
+
+    _write_cifar(tmp_path, CIFAR10, 1200, monkeypatch)  # 6000 train images: enough for val's 5000
 
     train, val = data.load("cifar10", tmp_path, "train"), data.load("cifar10", tmp_path, "val")
     test = data.load("cifar10", tmp_path, "test")
@@ -249,3 +261,185 @@ def test_cifar_views_train_augmented_val_plain(tmp_path, monkeypatch):
     plain = data.load("cifar10", tmp_path, "train", augment=False)
     assert torch.equal(plain[0][0], plain[0][0])
     assert data.prepare("cifar10", tmp_path, download=False) == tmp_path / "cifar10"
+
+
+# --------------------------------------------------------------------------- damaged files
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "digits_lenet.yaml"
+
+
+def _one_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"biofa {command}: error: "), err
+    return err.strip()
+
+
+def _cli_names_the_file(tmp_path, capsys, name: str, model: str, bad: Path, words=()):
+    """``biofa data --no-download`` and ``biofa train`` both stop with one line naming ``bad``."""
+    before = _files(tmp_path)
+    assert main(["data", name, "--root", str(tmp_path), "--no-download"]) == 2
+    line = _one_line(capsys, "data")
+    assert str(bad) in line and f"biofa data {name} --root {tmp_path}" in line
+    assert all(w in line for w in words), line
+    run = tmp_path.parent / f"{tmp_path.name}-run"
+    config = yaml.safe_load(EXAMPLE.read_text())
+    config.update(dataset=name, model=model, data_root=str(tmp_path), threads=None,
+                  deterministic=False, device="cpu")
+    path = tmp_path.parent / f"{tmp_path.name}-run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--out", str(run)]) == 2
+    assert str(bad) in _one_line(capsys, "train")
+    assert not run.exists() and _files(tmp_path) == before  # no READY, no run folder
+    path.unlink()
+    return line
+
+
+def _truncate(path: Path) -> None:
+    blob = path.read_bytes()
+    path.write_bytes(blob[:len(blob) // 2])
+
+
+@pytest.mark.parametrize("damage, words", [
+    (_truncate, ["truncated", "cannot be unpickled"]),
+    (lambda p: p.write_bytes(b"this is not a pickle \x00\xff" * 50), ["cannot be unpickled"]),
+    (lambda p: p.write_bytes(pickle.dumps([1, 2, 3])), ["holds a list"]),
+    (lambda p: p.write_bytes(pickle.dumps({"data": torch.zeros(4, 3).numpy(), "labels": [0] * 4})),
+     ["32x32 RGB"]),
+])
+def test_damaged_cifar10_batch_is_named(tmp_path, capsys, monkeypatch, damage, words):
+    from torchvision.datasets import CIFAR10
+
+    folder = _write_cifar(tmp_path, CIFAR10, 1200, monkeypatch)
+    bad = folder / "data_batch_3"
+    damage(bad)
+    with pytest.raises(data.DatasetCorrupt) as err:
+        data.load("cifar10", tmp_path, "train")
+    msg = str(err.value)
+    assert str(bad) in msg and all(w in msg for w in words), msg
+    assert f"delete the folder {tmp_path / 'cifar10'}" in msg and CIFAR10.url in msg
+    assert isinstance(err.value, ValueError)
+    line = _cli_names_the_file(tmp_path, capsys, "cifar10", "lenet_cifar", bad, words)
+    assert "cifar-10-python.tar.gz" in line
+
+
+def test_cifar10_with_official_checksums_names_the_mismatching_file(tmp_path, capsys):
+    from torchvision.datasets import CIFAR10
+
+    folder = _write_cifar(tmp_path, CIFAR10, 10)  # real md5s: no synthetic file matches
+    _truncate(folder / "data_batch_1")
+    with pytest.raises(data.DatasetCorrupt, match="md5 checksum") as err:
+        data.load("cifar10", tmp_path, "test")
+    assert str(folder / "data_batch_1") in str(err.value)
+    _cli_names_the_file(tmp_path, capsys, "cifar10", "lenet_cifar", folder / "data_batch_1",
+                        ["md5 checksum", CIFAR10.train_list[0][1]])
+
+
+def test_damaged_cifar100_is_named(tmp_path, capsys, monkeypatch):
+    from torchvision.datasets import CIFAR100
+
+    folder = _write_cifar(tmp_path, CIFAR100, 6000, monkeypatch)
+    _truncate(folder / "train")
+    with pytest.raises(data.DatasetCorrupt, match="truncated") as err:
+        data.load("cifar100", tmp_path, "val")
+    assert str(folder / "train") in str(err.value) and "cifar-100-python.tar.gz" in str(err.value)
+    _cli_names_the_file(tmp_path, capsys, "cifar100", "lenet_cifar", folder / "train")
+    (folder / "train").write_bytes(pickle.dumps({"data": torch.zeros(5, 3072, dtype=torch.uint8).numpy(),
+                                                 "fine_labels": [0] * 4}))
+    with pytest.raises(data.DatasetCorrupt, match="holds 5 images but 4 labels"):
+        data.load("cifar100", tmp_path, "train")
+
+
+def test_damaged_cifar_archive_is_named(tmp_path, capsys):
+    archive = tmp_path / "cifar10" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(b"\x1f\x8b half a download")
+    assert main(["data", "cifar10", "--root", str(tmp_path), "--no-download"]) == 2
+    line = _one_line(capsys, "data")
+    assert str(archive) in line and "md5" in line
+
+
+def _write_mnist(root, name: str, n_train: int = 20, n_test: int = 10) -> Path:
+    from torchvision import datasets
+
+    raw = root / name / {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name].__name__ / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(_idx(torch.randint(0, 256, (n, 28, 28), generator=g)))
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(_idx(torch.arange(n) % 10))
+    return raw
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("damage, words", [
+    (_truncate, ["bytes long, but its header promises 20 images"]),
+    (lambda p: p.write_bytes(p.read_bytes() + b"\x00" * 7), ["header promises"]),
+    (lambda p: p.write_bytes(b"\x00\x00\x08\x01" + p.read_bytes()[4:]), ["magic number 0x00000803"]),
+    (lambda p: p.write_bytes(b"<html>404 Not Found</html>"), ["magic number"]),
+    (lambda p: p.write_bytes(b"\x00\x00"), ["too short"]),
+    (lambda p: p.write_bytes(_idx(torch.zeros(20, 32, 32))), ["32x32 pixels, not 28x28"]),
+])
+def test_damaged_mnist_idx_file_is_named(tmp_path, capsys, name, damage, words):
+    raw = _write_mnist(tmp_path, name)
+    bad = raw / "train-images-idx3-ubyte"
+    damage(bad)
+    with pytest.raises(data.DatasetCorrupt) as err:
+        data.load(name, tmp_path, "train")
+    msg = str(err.value)
+    assert str(bad) in msg and all(w in msg for w in words), msg
+    assert "train-images-idx3-ubyte.gz" in msg and str(raw) in msg  # where good copies go
+    _cli_names_the_file(tmp_path, capsys, name, "lenet_mnist", bad, words)
+
+
+def test_mnist_labels_that_do_not_match_the_images(tmp_path, capsys):
+    raw = _write_mnist(tmp_path, "mnist")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(_idx(torch.arange(9) % 10))
+    with pytest.raises(data.DatasetCorrupt, match="holds 9 labels for the 10 images"):
+        data.load("mnist", tmp_path, "test")
+    _cli_names_the_file(tmp_path, capsys, "mnist", "lenet_mnist", raw / "t10k-labels-idx1-ubyte")
+
+
+def test_too_few_training_images_for_the_validation_split(tmp_path):
+    _write_mnist(tmp_path, "mnist")  # 20 images: the files are readable, the set is not MNIST's
+    with pytest.raises(data.DatasetCorrupt, match="too few for the 5000-image validation split"):
+        data.load("mnist", tmp_path, "val")
+
+
+def test_damaged_mnist_without_network_still_names_the_file(tmp_path, no_network):
+    raw = _write_mnist(tmp_path, "mnist")
+    _truncate(raw / "train-labels-idx1-ubyte")
+    with pytest.raises(data.DatasetCorrupt, match="downloading a new copy failed") as err:
+        data.prepare("mnist", tmp_path, download=True)
+    assert str(raw / "train-labels-idx1-ubyte") in str(err.value)
+    assert not (tmp_path / "mnist" / "READY").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_unknown_data_set_on_the_command_line(tmp_path, capsys):
+    assert main(["data", "svhn", "--root", str(tmp_path)]) == 2
+    line = _one_line(capsys, "data")
+    assert "unknown data set 'svhn'" in line and "cifar10" in line
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "cifar10"])
+def test_data_root_that_is_a_file(tmp_path, capsys, name):
+    root = tmp_path / "data"
+    root.write_text("not a folder")
+    for where in (root, root / "sub"):
+        assert main(["data", name, "--root", str(where)]) == 2
+        line = _one_line(capsys, "data")
+        assert f"{root} is a file" in line and "--root" in line
+        with pytest.raises(UsageError, match="is a file"):
+            data.load(name, where, "test")
+    assert _files(tmp_path) == [root]
+
+
+def test_data_set_folder_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "cifar10").write_text("not a folder")
+    assert main(["data", "cifar10", "--root", str(tmp_path), "--no-download"]) == 2
+    line = _one_line(capsys, "data")
+    assert f"{tmp_path / 'cifar10'} is a file" in line and "biofa data cifar10" in line
+    with pytest.raises(data.DatasetCorrupt):
+        data.load("cifar10", tmp_path, "train")
