@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from . import io
 from .data import load
-from .evaluate import load_run
+from .evaluate import load_run, read_run_config
 from .layers import true_gradient
 from .errors import UsageError
 
@@ -124,16 +124,15 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
     bad = sorted(set(gradients) - set(GRADIENTS))
     if bad:
         raise UsageError(f"unknown gradient(s) {bad}; valid: {', '.join(GRADIENTS)}")
-    model, config, _ = load_run(run_dir, device=device)
-    device_ = next(model.parameters()).device
-    crafter = model
-    if attack == "transfer":
-        crafter, source_config, _ = load_run(source, device=device)
+    if attack == "transfer":  # compare the two runs before loading either's weights
+        target, crafted_on = read_run_config(run_dir), read_run_config(source)
         for key in ("dataset", "model"):
-            if source_config[key] != config[key]:
+            if crafted_on[key] != target[key]:
                 raise UsageError(f"transfer: the source run {source} has {key} "
-                                 f"{source_config[key]!r}, the target {config[key]!r}; craft the "
+                                 f"{crafted_on[key]!r}, the target {target[key]!r}; craft the "
                                  f"examples on a bp run of the same {key}")
+    model, config, _ = load_run(run_dir, device=device)
+    crafter = load_run(source, device=device)[0] if attack == "transfer" else model
     test = load(config["dataset"], config["data_root"], "test")
     if n > len(test):
         raise UsageError(f"--n {n} is more than the {len(test)} test images of {config['dataset']}; "

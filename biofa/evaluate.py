@@ -11,6 +11,15 @@ from .errors import CheckpointError, RunError
 from .train import build_model, resolve_device
 
 
+def read_run_config(run_dir: str | Path, checkpoint: str = "best.pt") -> dict:
+    """The validated config of a trained run folder (its weights not loaded)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists() or not (run_dir / checkpoint).exists():
+        raise RunError(f"{run_dir} holds no trained run ({checkpoint} or config.yaml missing); "
+                       f"train it first: biofa train CONFIG.yaml --out {run_dir}")
+    return load(run_dir / "config.yaml")
+
+
 def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "auto"):
     """(model in eval mode, config, checkpoint dict) of a trained run folder.
 
@@ -20,10 +29,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.pt", device: str = "au
     """
     run_dir = Path(run_dir)
     path = run_dir / checkpoint
-    if not (run_dir / "config.yaml").exists() or not path.exists():
-        raise RunError(f"{run_dir} holds no trained run ({path.name} or config.yaml missing); "
-                       f"train it first: biofa train CONFIG.yaml --out {run_dir}")
-    config = load(run_dir / "config.yaml")
+    config = read_run_config(run_dir, checkpoint)
     config["device"] = device
     model = build_model(config, resolve_device(device))
     retrain = f"retrain it: biofa train {run_dir / 'config.yaml'} --out {run_dir} --restart"

@@ -105,8 +105,8 @@ def load_torch(path: str | Path, fix: str, map_location: Any = "cpu") -> Any:
                 f"only); {fix}") from None
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path} is corrupted ({reason[:120]}); {fix}") from None
-    except (RuntimeError, EOFError, ValueError) as error:
-        reason = str(error).split(". ")[0] or type(error).__name__
+    except Exception as error:  # a damaged pickle can fail in any of the unpickler's steps
+        reason = str(error).split(". ")[0] if isinstance(error, RuntimeError) else type(error).__name__
         raise CheckpointError(f"{path} is truncated or corrupted ({reason[:120]}); {fix}") from None
 
 
