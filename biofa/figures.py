@@ -1,6 +1,14 @@
 """The study's figures (PNG): training curves, alignment, robustness.
 
 Split from ``biofa.report`` so that only the commands that draw pay for matplotlib.
+
+Each figure comes as a pair: ``draw_NAME(frame, ...)`` returns the matplotlib Figure, and
+``fig_NAME(frame, out, ...)`` draws it and writes the PNG. The Figure is what a caller
+(or a test) can inspect or restyle: its panels, lines, colours and labels (pyplot keeps
+it open until ``plt.close(fig)``; ``fig_NAME`` closes it once written). A frame with
+no rows gives a placeholder that says what is missing, so the workflow's output exists
+anyway; a frame with rows but without the columns a figure reads raises ``UsageError``
+naming them, since that is a renamed or wrong input rather than a study without data.
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from . import io  # noqa: E402
+from .errors import UsageError  # noqa: E402
 from .methods import PAPER_METHODS  # noqa: E402
 from .report import (  # noqa: E402
     GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS, _methods, _order,
@@ -47,15 +57,33 @@ def save_figure(fig, out: str | Path) -> Path:
     return out
 
 
-@_themed
-def _placeholder(out, title: str, message: str) -> Path:
+def _placeholder(title: str, message: str) -> Figure:
     """A figure that says what is missing, so the file exists for the workflow anyway."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, wrap=True,
             transform=ax.transAxes)
     ax.set_title(title)
     ax.set_xticks([]), ax.set_yticks([])
-    return save_figure(fig, out)
+    return fig
+
+
+def _require(frame: pd.DataFrame, columns, figure: str) -> None:
+    """Refuse rows without the columns ``figure`` reads, naming the missing ones."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise UsageError(f"the {figure} figure needs the column(s) {', '.join(missing)}, "
+                         f"missing from its input (columns: {', '.join(map(str, frame.columns))})")
+
+
+#: The columns each figure reads (``optimizer`` is optional for the attack figures).
+RUN_COLUMNS = ["dataset", "model", "optimizer", "method", "epoch"]
+ATTACK_BASE = ["dataset", "model", "method", "attack", "robust_acc", "ci_low", "ci_high"]
+REQUIRED = {"training": RUN_COLUMNS + ["val_acc1"],
+            "alignment": RUN_COLUMNS + ["seed"],
+            "alignment_layers": RUN_COLUMNS + ["seed", "layer", "weight_angle"],
+            "robustness": ATTACK_BASE + ["gradient", "eps", "queries"],
+            "onepixel": ATTACK_BASE + ["pixels"],
+            "transfer": ATTACK_BASE + ["eps"]}
 
 
 def _grid(n_rows: int, n_cols: int, width: float = 4.6, height: float = 3.4, **kwargs):
@@ -104,14 +132,15 @@ def _has_optimizer(frame: pd.DataFrame) -> bool:
 
 
 @_themed
-def fig_training(training: pd.DataFrame, out: str | Path) -> Path:
+def draw_training(training: pd.DataFrame) -> Figure:
     """Validation top-1 error per epoch: mean over seeds, band ± 1 sd; a panel per setting.
 
     Shows how fast and how far each rule learns, and where a run diverged (its line stops).
     """
     title = "Validation top-1 error during training"
-    if training.empty or "val_acc1" not in training.columns:
-        return _placeholder(out, title, "no training metrics in this study")
+    if training.empty:
+        return _placeholder(title, "no training metrics in this study")
+    _require(training, REQUIRED["training"], "training")
     frame = _labelled(training)
     frame["val_error"] = 100 * (1 - frame["val_acc1"].astype(float))
     settings, methods = _settings(frame), _methods(frame["method"])
@@ -124,7 +153,7 @@ def fig_training(training: pd.DataFrame, out: str | Path) -> Path:
     _method_legend(fig, methods)
     fig.suptitle(f"{title} (mean over seeds, band ± 1 sd)")
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
 ALIGNMENT_METRICS = {"weight_angle": "angle(W, B) (degrees)", "norm_ratio": "‖B‖ / ‖W‖",
@@ -143,7 +172,7 @@ def _zero_based(ax, metric: str, values) -> None:
 
 
 @_themed
-def fig_alignment(alignment: pd.DataFrame, out: str | Path) -> Path:
+def draw_alignment(alignment: pd.DataFrame) -> Figure:
     """Weight angle, norm ratio and gradient angle per epoch (rows), a column per setting.
 
     Each line averages the layers of a run, then the seeds (band ± 1 sd over seeds): how
@@ -151,8 +180,13 @@ def fig_alignment(alignment: pd.DataFrame, out: str | Path) -> Path:
     B is not W-shaped; gradient angle when not measured) are dropped.
     """
     title = "Alignment with backpropagation during training"
-    if alignment.empty or not set(ALIGNMENT_METRICS) & set(alignment.columns):
-        return _placeholder(out, title, "no alignment measurements in this study")
+    if alignment.empty:
+        return _placeholder(title, "no alignment measurements in this study")
+    _require(alignment, REQUIRED["alignment"], "alignment")
+    if not set(ALIGNMENT_METRICS) & set(alignment.columns):
+        raise UsageError(f"the alignment figure needs at least one of the columns "
+                         f"{', '.join(ALIGNMENT_METRICS)}, missing from its input "
+                         f"(columns: {', '.join(map(str, alignment.columns))})")
     metrics_ = [m for m in ALIGNMENT_METRICS if m in alignment.columns]
     per_run = (alignment.groupby(KEYS + ["epoch"], sort=False)[metrics_]
                .mean().reset_index())  # mean over layers, NaN skipped
@@ -177,22 +211,23 @@ def fig_alignment(alignment: pd.DataFrame, out: str | Path) -> Path:
     _method_legend(fig, methods)
     fig.suptitle(f"{title} (mean over layers and seeds, band ± 1 sd over seeds)")
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
 @_themed
-def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
+def draw_alignment_layers(alignment: pd.DataFrame) -> Figure:
     """Angle between W and B per layer at the last epoch, bars by method (± 1 sd over seeds).
 
     The paper's alignment figure: which layers' feedback ends up pointing along W.
     """
     title = "Weight alignment per layer at the last epoch"
-    if alignment.empty or "weight_angle" not in alignment.columns:
-        return _placeholder(out, title, "no alignment measurements in this study")
+    if alignment.empty:
+        return _placeholder(title, "no alignment measurements in this study")
+    _require(alignment, REQUIRED["alignment_layers"], "alignment_layers")
     last = alignment[alignment["epoch"] == alignment.groupby(KEYS)["epoch"].transform("max")]
     frame = _labelled(last.dropna(subset=["weight_angle"]))
     if frame.empty:
-        return _placeholder(out, title, "no weight angles measured (e.g. only DFA runs)")
+        return _placeholder(title, "no weight angles measured (e.g. only DFA runs)")
     settings, methods = _settings(frame), _methods(frame["method"])
     n_layers = max(_setting_of(frame, s)["layer"].nunique() for s in settings)
     fig, axes = _grid(len(settings), 1, width=min(24.0, max(6.0, 0.22 * n_layers * len(methods))),
@@ -203,7 +238,8 @@ def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
         sns.barplot(data=data, x="layer", y="weight_angle", hue="Method",
                     hue_order=[method_label(m) for m in present],
                     palette={method_label(m): PALETTE.get(m, "#7f7f7f") for m in present},
-                    order=list(dict.fromkeys(data["layer"])), errorbar="sd", ax=ax, legend=False)
+                    order=list(dict.fromkeys(data["layer"])), errorbar="sd", ax=ax, legend=False,
+                    saturation=1)  # the legend's colours; seaborn desaturates bars by default
         ax.set(title=setting_label(*setting), xlabel="layer (input to output)",
                ylabel="angle(W, B) (degrees)")
         _zero_based(ax, "weight_angle", data["weight_angle"])
@@ -215,7 +251,7 @@ def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(f"{title} (mean over seeds, bar ± 1 sd; DFA has no W-shaped B)")
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
 def _curve(ax, data: pd.DataFrame, x: str, method: str, ls: str = "-") -> None:
@@ -255,8 +291,27 @@ def _attack_settings(frame: pd.DataFrame) -> list[tuple]:
     return _settings(frame, with_optimizer=_has_optimizer(frame))
 
 
+def _attack_rows(attacks: pd.DataFrame, names, figure: str, x: str) -> pd.DataFrame:
+    """The rows of ``names``' attacks, once the columns ``figure`` reads are there.
+
+    The plotted columns (``x`` and robust_acc) must hold numbers: ``biofa report figure``
+    adds absent attack columns as empty ones, and a renamed column would otherwise draw
+    empty panels.
+    """
+    if attacks.empty:
+        return attacks
+    _require(attacks, REQUIRED[figure], figure)
+    frame = attacks[attacks["attack"].isin(names)]
+    empty = [column for column in (x, "robust_acc")
+             if not frame.empty and frame[column].isna().all()]
+    if empty:
+        raise UsageError(f"the {figure} figure: the column(s) {', '.join(empty)} hold no values "
+                         f"in the {', '.join(_order(frame['attack'], names))} rows")
+    return frame
+
+
 @_themed
-def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
+def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
     """Robust accuracy vs eps for the white-box attacks and Square: a column per attack.
 
     Feedback-gradient attacks are solid, true-gradient attacks dashed, in the same panel:
@@ -265,9 +320,9 @@ def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Pa
     (paper_robustness.csv) adds the published Square numbers as stars.
     """
     title = "Robust accuracy under white-box attacks and Square"
-    frame = attacks[attacks["attack"].isin(ROBUSTNESS_ATTACKS)] if not attacks.empty else attacks
+    frame = _attack_rows(attacks, ROBUSTNESS_ATTACKS, "robustness", "eps")
     if frame.empty:
-        return _placeholder(out, title, "no white-box or square results in this study")
+        return _placeholder(title, "no white-box or square results in this study")
     reference = _load_robustness_reference(reference)
     names = _order(frame["attack"], ROBUSTNESS_ATTACKS)
     settings, methods = _attack_settings(frame), _methods(frame["method"])
@@ -300,15 +355,15 @@ def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Pa
     _method_legend(fig, methods, extra + ([PUBLISHED_HANDLE] if published else []), dash_kp=False)
     fig.suptitle(f"{title} (mean over seeds, band: 95% Wilson interval)")
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
 @_themed
-def _strength_figure(attacks, out, attack: str, x: str, xlabel: str, title: str,
-                     reference=None) -> Path:
-    frame = attacks[attacks["attack"] == attack] if not attacks.empty else attacks
+def _strength_figure(attacks, attack: str, x: str, xlabel: str, title: str,
+                     reference=None) -> Figure:
+    frame = _attack_rows(attacks, (attack,), attack, x)
     if frame.empty:
-        return _placeholder(out, title, f"no {attack} results in this study")
+        return _placeholder(title, f"no {attack} results in this study")
     reference = _load_robustness_reference(reference)
     settings, methods = _attack_settings(frame), _methods(frame["method"])
     fig, axes = _grid(1, len(settings), sharey=True)
@@ -326,25 +381,70 @@ def _strength_figure(attacks, out, attack: str, x: str, xlabel: str, title: str,
     _method_legend(fig, methods, [PUBLISHED_HANDLE] if published else [])
     fig.suptitle(f"{title} (mean over seeds, band: 95% Wilson interval)")
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
-def fig_onepixel(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
+def draw_onepixel(attacks: pd.DataFrame, reference=None) -> Figure:
     """Robust accuracy vs number of changed pixels (OnePixel, black box), a line per method.
 
     ``reference`` (paper_robustness.csv) adds the published 1- and 5-pixel numbers as stars.
     """
-    return _strength_figure(attacks, out, "onepixel", "pixels", "pixels changed",
+    return _strength_figure(attacks, "onepixel", "pixels", "pixels changed",
                             "Robust accuracy under the OnePixel attack", reference)
 
 
-def fig_transfer(attacks: pd.DataFrame, out: str | Path) -> Path:
+def draw_transfer(attacks: pd.DataFrame) -> Figure:
     """Robust accuracy vs eps when PGD examples crafted on a backpropagation model are fed
     to each rule's model: robustness that needs no gradient of the target at all."""
-    return _strength_figure(attacks, out, "transfer", "eps", "ε (L∞, images in [0, 1])",
+    return _strength_figure(attacks, "transfer", "eps", "ε (L∞, images in [0, 1])",
                             "Robust accuracy under transfer attacks from a bp model")
 
 
+#: ``draw_*`` by figure name: each returns the Figure without writing it.
+DRAW = {"training": draw_training, "alignment": draw_alignment,
+        "alignment_layers": draw_alignment_layers, "robustness": draw_robustness,
+        "onepixel": draw_onepixel, "transfer": draw_transfer}
+
+
+# Each writer draws and saves under the same theme, so the PNG looks like the Figure.
+
+@_themed
+def fig_training(training: pd.DataFrame, out: str | Path) -> Path:
+    """:func:`draw_training` written to ``out`` (PNG); returns the path."""
+    return save_figure(draw_training(training), out)
+
+
+@_themed
+def fig_alignment(alignment: pd.DataFrame, out: str | Path) -> Path:
+    """:func:`draw_alignment` written to ``out`` (PNG); returns the path."""
+    return save_figure(draw_alignment(alignment), out)
+
+
+@_themed
+def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
+    """:func:`draw_alignment_layers` written to ``out`` (PNG); returns the path."""
+    return save_figure(draw_alignment_layers(alignment), out)
+
+
+@_themed
+def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
+    """:func:`draw_robustness` written to ``out`` (PNG); returns the path."""
+    return save_figure(draw_robustness(attacks, reference), out)
+
+
+@_themed
+def fig_onepixel(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
+    """:func:`draw_onepixel` written to ``out`` (PNG); returns the path."""
+    return save_figure(draw_onepixel(attacks, reference), out)
+
+
+@_themed
+def fig_transfer(attacks: pd.DataFrame, out: str | Path) -> Path:
+    """:func:`draw_transfer` written to ``out`` (PNG); returns the path."""
+    return save_figure(draw_transfer(attacks), out)
+
+
+#: ``fig_*`` by figure name, what ``biofa report figure NAME`` runs.
 FIGURES = {"training": fig_training, "alignment": fig_alignment,
            "alignment_layers": fig_alignment_layers, "robustness": fig_robustness,
            "onepixel": fig_onepixel, "transfer": fig_transfer}

@@ -12,9 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from matplotlib import pyplot as plt
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from biofa import figures, report
 from biofa.attack import COLUMNS
+from biofa.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "config" / "reference" / "paper_results.csv"
@@ -207,26 +212,277 @@ def test_write_table(runs, tmp_path):
 
 
 # ----------------------------------------------------------------------------- figures
+#
+# What is drawn, not only that a PNG exists: a figure that fell back to its placeholder,
+# lost a method, a colour or the solid/dashed distinction must fail here. The Figure is
+# taken from ``save_figure`` as ``fig_*`` writes it, so these are the files' contents.
 
-def test_run_figures(runs, tmp_path):
-    frames = report.collect_runs(runs)
-    assert_png(figures.fig_training(frames["training"], tmp_path / "training.png"))
-    assert_png(figures.fig_alignment(frames["alignment"], tmp_path / "alignment.png"))
-    assert_png(figures.fig_alignment_layers(frames["alignment"], tmp_path / "layers.png"))
+SETTINGS = ["Digits LeNet SGD", "MNIST LeNet SGD", "CIFAR-10 ResNet-20 SGD"]
+EPS_LABEL = "ε (L∞, images in [0, 1])"
+ROBUST_LABEL = "robust accuracy (%)"
 
 
-def test_attack_figures(tmp_path):
-    frame = attack_frame()
-    assert_png(figures.fig_robustness(frame, tmp_path / "robustness.png", reference=ROBUSTNESS))
-    assert_png(figures.fig_onepixel(frame, tmp_path / "onepixel.png", reference=ROBUSTNESS))
-    assert_png(figures.fig_transfer(frame, tmp_path / "transfer.png"))
+@pytest.fixture
+def drawn(monkeypatch, tmp_path):
+    """``drawn(name, frame, **kwargs)``: run ``figures.FIGURES[name]``, return its Figure."""
+    saved = []
+    real = figures.save_figure
+
+    def capture(fig, out):
+        saved.append(fig)
+        return real(fig, out)
+
+    monkeypatch.setattr(figures, "save_figure", capture)
+
+    def draw(name, frame, **kwargs):
+        saved.clear()
+        path = figures.FIGURES[name](frame, tmp_path / f"{name}.png", **kwargs)
+        assert_png(path)
+        assert len(saved) == 1, f"{name}: {len(saved)} figures saved"
+        return saved[0]
+    return draw
+
+
+def colour(method):
+    return to_hex(report.PALETTE[method])
+
+
+def lines_of(ax):
+    """(colour, line style) of each drawn line, in drawing order."""
+    return [(to_hex(line.get_color()), line.get_linestyle()) for line in ax.lines]
+
+
+def line_of(ax, method, ls="-"):
+    found = [line for line in ax.lines
+             if to_hex(line.get_color()) == colour(method) and line.get_linestyle() == ls]
+    assert len(found) == 1, f"{ax.get_title()}: {len(found)} {ls} lines of {method}"
+    return found[0]
+
+
+def legend_of(fig):
+    """Labels, colours and line styles of the figure's one legend."""
+    assert len(fig.legends) == 1
+    legend = fig.legends[0]
+    labels = [text.get_text() for text in legend.get_texts()]
+    handles = {label: handle for label, handle in zip(labels, legend.legend_handles)}
+    return labels, handles
+
+
+def assert_method_legend(fig, methods, dashed_kp=True):
+    labels, handles = legend_of(fig)
+    assert labels[:len(methods)] == [report.method_label(m) for m in methods]
+    for method in methods:
+        handle = handles[report.method_label(method)]
+        face = handle.get_color() if isinstance(handle, Line2D) else handle.get_facecolor()
+        assert to_hex(face) == colour(method), method
+        if isinstance(handle, Line2D):
+            dashed = dashed_kp and method == "kp"
+            assert handle.get_linestyle() == ("--" if dashed else "-"), method
+    return labels
+
+
+def assert_no_placeholder(fig):
+    for ax in fig.axes:
+        assert not [t.get_text() for t in ax.texts if t.get_text().startswith("no ")]
+
+
+def test_training_figure(runs, drawn):
+    fig = drawn("training", report.collect_runs(runs)["training"])
+    assert_no_placeholder(fig)
+    assert [ax.get_title() for ax in fig.axes] == SETTINGS  # a panel per setting
+    assert fig.get_suptitle().startswith("Validation top-1 error during training")
+    for ax in fig.axes:
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "validation top-1 error (%)")
+    digits, mnist, cifar = fig.axes
+    assert lines_of(digits) == [(colour("bp"), "-")]
+    assert lines_of(mnist) == [(colour("usf"), "-")]
+    assert lines_of(cifar) == [(colour("bp"), "-"), (colour("fa"), "-"), (colour("dfa"), "-"),
+                               (colour("kp"), "--")]  # kp: not in the paper
+    bp = line_of(cifar, "bp")  # mean over the two seeds of 100 (1 - val_acc1)
+    np.testing.assert_allclose(bp.get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(bp.get_ydata(), [50, 30.5, 11])
+    assert len(cifar.collections) == 4  # a ± 1 sd band per method
+    assert_method_legend(fig, ["bp", "fa", "dfa", "usf", "kp"])
+
+
+def test_alignment_figure(runs, drawn):
+    fig = drawn("alignment", report.collect_runs(runs)["alignment"])
+    assert_no_placeholder(fig)
+    assert len(fig.axes) == 3 * 3  # a row per metric, a column per setting
+    rows = np.array(fig.axes).reshape(3, 3)
+    assert [ax.get_title() for ax in rows[0]] == SETTINGS
+    assert [ax.get_ylabel() for ax in rows[:, 0]] == list(figures.ALIGNMENT_METRICS.values())
+    assert all(ax.get_ylabel() == "" for ax in rows[:, 1:].flat)
+    assert [ax.get_xlabel() for ax in rows[-1]] == ["epoch"] * 3
+    weight, ratio, gradient = rows[:, 2]  # CIFAR-10: bp, fa, dfa, kp
+    no_dfa = [(colour("bp"), "-"), (colour("fa"), "-"), (colour("kp"), "--")]
+    assert lines_of(weight) == no_dfa and lines_of(ratio) == no_dfa  # DFA's B is not W-shaped
+    assert lines_of(gradient) == [(colour("bp"), "-"), (colour("fa"), "-"),
+                                  (colour("dfa"), "-"), (colour("kp"), "--")]
+    bp = line_of(weight, "bp")  # mean over layers of 80 - 10 epoch + layer index
+    np.testing.assert_allclose(bp.get_xdata(), [0, 1, 2, 3])
+    np.testing.assert_allclose(bp.get_ydata(), [82, 72, 62, 52])
+    np.testing.assert_allclose(line_of(ratio, "bp").get_ydata(), [1.2] * 4)
+    assert weight.get_ylim()[1] >= 90  # angles on 0..90 degrees
+    assert_method_legend(fig, ["bp", "fa", "dfa", "usf", "kp"])
+
+
+def test_alignment_layers_figure(runs, drawn):
+    fig = drawn("alignment_layers", report.collect_runs(runs)["alignment"])
+    assert_no_placeholder(fig)
+    assert [ax.get_title() for ax in fig.axes] == SETTINGS  # a row per setting
+    for ax in fig.axes:
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("layer (input to output)",
+                                                       "angle(W, B) (degrees)")
+        assert [t.get_text() for t in ax.get_xticklabels()] == LAYERS
+    cifar = fig.axes[2]
+    bars = [p for p in cifar.patches if p.get_height() > 0]
+    assert len(bars) == 3 * len(LAYERS)  # bp, fa, kp; no bar for dfa (no weight angle)
+    by_colour = {}
+    for bar in bars:  # the bars carry the legend's colours, not a desaturated variant
+        by_colour.setdefault(to_hex(bar.get_facecolor()), []).append(bar)
+    assert set(by_colour) == {colour("bp"), colour("fa"), colour("kp")}
+    # each run's last epoch, 80 - 10 epoch + layer index: 3, but 2 for fa's diverged seed
+    for method, first in (("bp", 50), ("fa", 55), ("kp", 50)):
+        heights = [b.get_height() for b in sorted(by_colour[colour(method)], key=lambda b: b.get_x())]
+        np.testing.assert_allclose(heights, first + np.arange(len(LAYERS)))
+    assert {to_hex(p.get_facecolor()) for p in fig.axes[1].patches} == {colour("usf")}
+    assert_method_legend(fig, ["bp", "fa", "usf", "kp"])
+
+
+def test_robustness_figure(drawn):
+    fig = drawn("robustness", attack_frame(), reference=ROBUSTNESS)
+    assert_no_placeholder(fig)
+    assert [ax.get_title() for ax in fig.axes] == [  # a panel per attack present
+        "CIFAR-10 ResNet-20: FGSM", "CIFAR-10 ResNet-20: PGD", "CIFAR-10 ResNet-20: Square (50 queries)"]
+    assert fig.get_suptitle().startswith("Robust accuracy under white-box attacks and Square")
+    assert [ax.get_ylabel() for ax in fig.axes] == [ROBUST_LABEL, "", ""]
+    for ax in fig.axes:
+        assert ax.get_xlabel() == EPS_LABEL and ax.get_ylim() == (0, 100)
+    methods = ["bp", "fa", "dfa", "kp"]
+    for ax in fig.axes[:2]:  # feedback gradient solid, true gradient dashed, same colour
+        assert lines_of(ax) == [(colour(m), ls) for m in methods for ls in ("-", "--")]
+        assert not ax.collections[len(ax.lines):]  # no published stars but on Square
+    fgsm = fig.axes[0]
+    np.testing.assert_allclose(line_of(fgsm, "bp", "-").get_ydata(), [90, 81, 63])
+    np.testing.assert_allclose(line_of(fgsm, "bp", "--").get_ydata(), [90, 76.5, 49.5])
+    np.testing.assert_allclose(line_of(fgsm, "fa", "-").get_xdata(), [0, 0.01, 0.03])
+    square = fig.axes[2]
+    assert lines_of(square) == [(colour(m), "-") for m in methods]  # outputs only: one line
+    stars = [c for c in square.collections if c.get_paths() and len(c.get_offsets()) == 2]
+    assert {to_hex(c.get_facecolor()[0]) for c in stars} == {
+        colour(m) for m in ("bp", "fa", "dfa", "usf", "brsf", "frsf")}  # the published six
+    labels = assert_method_legend(fig, ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp"],
+                                  dashed_kp=False)  # here dashes mean the true gradient
+    _, handles = legend_of(fig)
+    gradient = labels[7:]
+    assert gradient[:2] == [f"{report.GRADIENT_LABELS['feedback']} / {report.GRADIENT_LABELS['none']}",
+                            report.GRADIENT_LABELS["true"]]
+    assert [handles[g].get_linestyle() for g in gradient[:2]] == ["-", "--"]
+    assert gradient[2] == figures.PUBLISHED_HANDLE.get_label()
+
+
+def test_robustness_figure_splits_by_optimizer(drawn):
+    frame = pd.concat([attack_frame(("bp", "fa"), (0,)).assign(optimizer=o) for o in ("sgd", "adam")])
+    fig = drawn("robustness", frame[frame.attack.isin(["pgd", "square"])])
+    assert [ax.get_title() for ax in fig.axes] == [
+        "CIFAR-10 ResNet-20 SGD: PGD", "CIFAR-10 ResNet-20 SGD: Square (50 queries)",
+        "CIFAR-10 ResNet-20 Adam: PGD", "CIFAR-10 ResNet-20 Adam: Square (50 queries)"]
+    assert [ax.get_ylabel() for ax in fig.axes] == [ROBUST_LABEL, ""] * 2
+
+
+@pytest.mark.parametrize("name, x, xlabel, title, ys", [
+    ("onepixel", [0, 1, 5], "pixels changed", "Robust accuracy under the OnePixel attack",
+     [90, 81, 45]),
+    ("transfer", [0, 0.01, 0.03], EPS_LABEL,
+     "Robust accuracy under transfer attacks from a bp model", [90, 81, 63])])
+def test_strength_figures(drawn, name, x, xlabel, title, ys):
+    kwargs = {"reference": ROBUSTNESS} if name == "onepixel" else {}
+    fig = drawn(name, attack_frame(), **kwargs)
+    assert_no_placeholder(fig)
+    (ax,) = fig.axes
+    assert fig.get_suptitle().startswith(title)
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("CIFAR-10 ResNet-20", xlabel,
+                                                                   ROBUST_LABEL)
+    assert lines_of(ax) == [(colour("bp"), "-"), (colour("fa"), "-"), (colour("dfa"), "-"),
+                            (colour("kp"), "--")]
+    bp = line_of(ax, "bp")
+    np.testing.assert_allclose(bp.get_xdata(), x)
+    np.testing.assert_allclose(bp.get_ydata(), ys)
+    stars = [c for c in ax.collections if type(c).__name__ == "PathCollection"]
+    if name == "onepixel":  # clean, 1 and 5 pixels of the six published rules
+        assert len(stars) == 6 and all(len(c.get_offsets()) == 3 for c in stars)
+        assert_method_legend(fig, ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp"])
+        assert legend_of(fig)[0][-1] == figures.PUBLISHED_HANDLE.get_label()
+    else:
+        assert not stars
+        assert_method_legend(fig, ["bp", "fa", "dfa", "kp"])
+        assert len(legend_of(fig)[0]) == 4
+
+
+def test_draw_returns_the_figure_fig_writes(runs, tmp_path):
+    training = report.collect_runs(runs)["training"]
+    assert set(figures.DRAW) == set(figures.FIGURES) == set(report.FIGURE_NAMES)
+    fig = figures.draw_training(training)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    plt.close(fig)
+    assert not list(tmp_path.glob("*.png"))
+    assert_png(figures.fig_training(training, tmp_path / "training.png"))
 
 
 @pytest.mark.parametrize("name", report.FIGURE_NAMES)
-def test_figures_from_empty_frames(tmp_path, name):
+def test_figures_from_empty_frames(drawn, name):
+    """A study without these results still gets the file, one panel saying so."""
     empty = pd.DataFrame(columns=COLUMNS if name in ("robustness", "onepixel", "transfer")
                          else report.KEYS)
-    assert_png(figures.FIGURES[name](empty, tmp_path / f"{name}.png"))
+    fig = drawn(name, empty)
+    (ax,) = fig.axes
+    assert not ax.lines and not ax.patches
+    assert [t.get_text() for t in ax.texts][0].startswith("no ")
+
+
+def run_frames(runs):
+    frames = report.collect_runs(runs)
+    return {"training": frames["training"], "alignment": frames["alignment"],
+            "alignment_layers": frames["alignment"]}
+
+
+@pytest.mark.parametrize("name, old, new", [
+    ("training", "val_acc1", "val_acc"),
+    ("training", "epoch", "step"),
+    ("alignment", "epoch", "ep"),
+    ("alignment_layers", "weight_angle", "w_angle"),
+    ("alignment_layers", "layer", "name"),
+    ("robustness", "robust_acc", "robust_accuracy"),
+    ("robustness", "gradient", "grad"),
+    ("onepixel", "pixels", "n_pixels"),
+    ("transfer", "eps", "epsilon"),
+    ("transfer", "method", "rule")])
+def test_a_renamed_column_is_an_error_naming_it(runs, tmp_path, name, old, new):
+    frame = run_frames(runs)[name] if name in ("training", "alignment", "alignment_layers") \
+        else attack_frame()
+    with pytest.raises(UsageError, match=rf"the {name} figure needs the column\(s\) {old}\b"):
+        figures.FIGURES[name](frame.rename(columns={old: new}), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("name, old", [("robustness", "robust_acc"), ("onepixel", "pixels"),
+                                       ("transfer", "eps")])
+def test_cli_figure_of_a_csv_with_a_renamed_column_is_an_error(tmp_path, name, old):
+    """The command fills absent attack columns with empty ones; those must not plot."""
+    attack_frame().rename(columns={old: "renamed"}).to_csv(tmp_path / "a.csv", index=False)
+    args = parser().parse_args(["report", "figure", name, "--input", str(tmp_path / "a.csv"),
+                                "--out", str(tmp_path / "x.png")])
+    with pytest.raises(UsageError, match=rf"the {name} figure: the column\(s\) {old} hold no values"):
+        args.run(args)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_alignment_without_any_metric_is_an_error(runs, tmp_path):
+    alignment = report.collect_runs(runs)["alignment"]
+    renamed = alignment.rename(columns={m: m + "_deg" for m in figures.ALIGNMENT_METRICS})
+    with pytest.raises(UsageError, match="weight_angle, norm_ratio, gradient_angle"):
+        figures.fig_alignment(renamed, tmp_path / "x.png")
 
 
 # ----------------------------------------------------------------------------- CLI hook
