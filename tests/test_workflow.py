@@ -32,6 +32,7 @@ def project(tmp_path_factory):
     experiment = config["experiments"][0]
     experiment.update(methods=["bp", "fa"], seeds=[0], epochs=2,
                       schedule={"name": "multistep", "milestones": [1], "gamma": 0.1})
+    experiment["optimizers"]["sgd"]["lr"] = {"default": 0.01, "fa": 0.001}  # only its methods
     config["attacks"]["n_images"] = 60
     (root / "config" / "small.yaml").write_text(yaml.safe_dump(config))
     return root
