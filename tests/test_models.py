@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 from torch import nn
@@ -141,3 +146,21 @@ def test_lenet_layer_order():
     names = [n for n, m in build("lenet_mnist").named_modules()
              if isinstance(m, (nn.Linear, nn.Conv2d))]
     assert names == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+
+
+def test_import_biofa_gives_the_models_and_stays_light():
+    """``biofa.models.build`` after a plain ``import biofa``, in a fresh interpreter (here
+    other tests have imported ``biofa.models`` already); torchvision, matplotlib and pandas
+    stay unimported until a command needs them."""
+    script = textwrap.dedent("""\
+        import sys
+        import biofa
+        assert biofa.models.build("lenet_mnist", num_classes=3).fc3.out_features == 3
+        for name in ("convert", "Linear", "Conv2d", "metrics", "models", "true_gradient"):
+            assert name in biofa.__all__ and hasattr(biofa, name), name
+        heavy = [m for m in ("torchvision", "matplotlib", "pandas") if m in sys.modules]
+        assert not heavy, heavy
+        """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "BIOFA_NATIVE": "0"})
+    assert result.returncode == 0, result.stderr[-2000:]
