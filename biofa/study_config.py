@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from typing import Any, Iterator
+from typing import Iterator
 
 import jsonschema
 import yaml
@@ -84,7 +84,8 @@ def schema() -> dict:
         }, description="what each job asks a scheduler for"),
         "lr": {
             "description": "one learning rate, or one per method with a default",
-            "oneOf": [positive, _object({"default": positive, **{m: positive for m in method["enum"]}},
+            "oneOf": [positive, _object({"default": positive,
+                                         **{m: positive for m in method["enum"]}},
                                         required=["default"])],
         },
         "optimizer": _object({
@@ -234,7 +235,7 @@ def describe(node: dict, root: dict) -> str:
     return "anything"
 
 
-def _branch_error(error: jsonschema.ValidationError, validator) -> jsonschema.ValidationError | None:
+def _branch_error(error: jsonschema.ValidationError, validator):
     """Of a oneOf/anyOf failure, the error of the alternative whose type fits the value."""
     branches: dict[int, list] = {}
     for sub in error.context:
