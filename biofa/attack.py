@@ -132,6 +132,7 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
                                  f"{crafted_on[key]!r}, the target {target[key]!r}; craft the "
                                  f"examples on a bp run of the same {key}")
     model, config, _ = load_run(run_dir, device=device)
+    device_ = next(model.parameters()).device
     crafter = load_run(source, device=device)[0] if attack == "transfer" else model
     test = load(config["dataset"], config["data_root"], "test")
     if n > len(test):

@@ -33,7 +33,12 @@ def _set(config: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise UsageError(f"--set {key}: {part!r} is not a section of the config")
-    node[last] = yaml.safe_load(value)
+    try:
+        node[last] = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise UsageError(f"--set {key}: {value!r} is not a YAML value ({problem}); quote text and "
+                         f"close brackets, e.g. --set schedule.milestones=[2,4]") from None
 
 
 def cmd_methods(args) -> int:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from biofa.attack import ATTACKS, COLUMNS, attack_run, wilson
 from biofa.cli import main
@@ -95,3 +96,78 @@ def test_missing_checkpoint_fails_cleanly(tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "train it first" in capsys.readouterr().err and not out.exists()
     assert math.isnan(wilson(0, 0)[0])
+
+
+def test_rows_name_the_optimizer_so_sgd_and_adam_models_stay_apart(runs, tmp_path):
+    """SGD and Adam models of one architecture are two settings, never two seeds of one."""
+    from biofa.report import collect_attacks
+
+    adam = tmp_path / "adam"
+    assert main(["train", str(EXAMPLE), "--out", str(adam), "--set", "method=bp",
+                 "--set", "optimizer={name: adam, lr: 0.001}", "--set", "epochs=1",
+                 "--set", "schedule.milestones=[1]"]) == 0
+    csvs = []
+    for name, run in (("sgd", runs / "bp"), ("adam", adam)):
+        csvs.append(tmp_path / f"{name}.csv")
+        assert main(["attack", str(run), "--attack", "pgd", "--eps", "0,0.1", "--n", str(N),
+                     "--gradient", "feedback", "--out", str(csvs[-1])]) == 0
+        assert pd.read_csv(csvs[-1])["optimizer"].tolist() == [name, name]
+    frame = collect_attacks(csvs)
+    assert list(frame.columns) == COLUMNS
+    per_setting = frame.groupby(["method", "model", "dataset", "optimizer", "eps"]).size()
+    assert per_setting.tolist() == [1, 1, 1, 1]  # four settings of one row, not two of two
+
+
+def test_an_attack_csv_without_the_optimizer_needs_it_named(runs, tmp_path):
+    from biofa.errors import UsageError
+    from biofa.report import collect_attacks
+
+    old = tmp_path / "old.csv"
+    attack_run(runs / "bp", "fgsm", [0.1], n=8).drop(columns="optimizer").to_csv(old, index=False)
+    with pytest.raises(UsageError, match="does not say which optimizer"):
+        collect_attacks([old])
+    assert collect_attacks([old], optimizer="sgd")["optimizer"].tolist() == ["sgd", "sgd"]
+
+
+def _other_run(runs, tmp_path, key, value):
+    """A copy of the bp run whose config names another data set or architecture."""
+    other = tmp_path / f"other-{key}"
+    other.mkdir()
+    for path in (runs / "bp").iterdir():
+        (other / path.name).write_bytes(path.read_bytes())
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config[key] = value
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    return other
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--attack", "pgd", "--eps", "0,1.5"], "each must lie in [0, 1], got [0.0, 1.5]"),
+    (["--attack", "pgd", "--eps", "-0.1"], "each must lie in [0, 1]"),
+    (["--attack", "pgd"], "give at least one strength"),
+    (["--attack", "pgd", "--eps", "0.1", "--n", "0"], "--n must be a whole number of at least 1, got 0"),
+    (["--attack", "pgd", "--eps", "0.1", "--n", "361"], "--n 361 is more than the 360 test images of digits; give --n 360 or fewer"),
+    (["--attack", "pgd", "--eps", "0.1", "--steps", "0"], "--steps must be a whole number of at least 1"),
+    (["--attack", "square", "--eps", "0.1", "--queries", "0"], "--queries must be a whole number of at least 1"),
+    (["--attack", "pgd", "--eps", "0.1", "--batch-size", "-4"], "--batch-size must be a whole number of at least 1"),
+    (["--attack", "pgd", "--eps", "0.1", "--gradient", "feedbak"], "unknown gradient(s) ['feedbak']"),
+    (["--attack", "onepixel", "--pixels", "1.5"], "pixels must be whole numbers"),
+    (["--attack", "transfer", "--eps", "0.1"], "--source BP_RUN_DIR"),
+    (["--attack", "transfer", "--eps", "0.1", "--source", "{other-dataset}"],
+     "has dataset 'mnist', the target 'digits'; craft the examples on a bp run of the same dataset"),
+    (["--attack", "transfer", "--eps", "0.1", "--source", "{other-model}"],
+     "has model 'resnet20', the target 'lenet_mnist'"),
+    (["--attack", "transfer", "--eps", "0.1", "--source", "{missing}"], "holds no trained run"),
+])
+def test_bad_attack_options_are_one_named_error_and_write_nothing(runs, tmp_path, capsys,
+                                                                  arguments, message):
+    others = {"{other-dataset}": lambda: _other_run(runs, tmp_path, "dataset", "mnist"),
+              "{other-model}": lambda: _other_run(runs, tmp_path, "model", "resnet20"),
+              "{missing}": lambda: tmp_path / "missing"}
+    arguments = [str(others[a]()) if a in others else a for a in arguments]
+    out = tmp_path / "out.csv"
+    assert main(["attack", str(runs / "fa"), *arguments, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("biofa attack: error: "), err
+    assert message in err[0]
+    assert not out.exists()

@@ -309,15 +309,11 @@ def cases() -> list[Case]:
 CASES = cases()
 
 #: Inputs that still end in a traceback; each is a known gap outside biofa.config.
-GAPS = {
-    "set:epochs=[1": "biofa.cli._set parses the value with yaml.safe_load and lets YAMLError escape",
-}
 CASES += [Case("set:epochs=[1", ["--set", "epochs"], BASE, sets=["epochs=[1"], kind="set")]
 
 
 def _param(case: Case):
-    marks = [pytest.mark.xfail(reason=GAPS[case.id], strict=False)] if case.id in GAPS else []
-    return pytest.param(case, id=case.id, marks=marks)
+    return pytest.param(case, id=case.id)
 
 
 # ----------------------------------------------------------------------------- running them
