@@ -602,13 +602,17 @@ def loaders(name: str, root: str | os.PathLike, batch_size: int, *, workers: int
     generator's state.  val/test are not shuffled.
     """
     pin = device is not None and torch.device(device).type == "cuda"
-    common = dict(num_workers=workers, pin_memory=pin, persistent_workers=workers > 0, drop_last=False)
+    common = dict(num_workers=workers, pin_memory=pin, drop_last=False)
     out = {}
     for split in SPLITS:
         ds = load(name, root, split, augment=augment)
         if split == "train":
+            # Fresh workers each epoch, seeded from the generator that the epoch's shuffle
+            # is seeded from: their augmentation draws then depend on the epoch alone, so a
+            # run resumed in another process (mid-epoch too) sees the same images.
             out[split] = DataLoader(ds, batch_size=batch_size, shuffle=True,
                                     generator=torch.Generator().manual_seed(seed), **common)
         else:
-            out[split] = DataLoader(ds, batch_size=eval_batch_size or batch_size, shuffle=False, **common)
+            out[split] = DataLoader(ds, batch_size=eval_batch_size or batch_size, shuffle=False,
+                                    persistent_workers=workers > 0, **common)
     return out

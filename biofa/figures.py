@@ -271,8 +271,9 @@ def _load_robustness_reference(reference):
 
 
 def _published_points(ax, reference, setting, attack: str, x: str) -> bool:
-    """Stars at the BioTorch notebook's numbers (CIFAR-10 ResNet-20 only); True if drawn."""
-    if reference is None or tuple(setting[:2]) != ("cifar10", "resnet20"):
+    """Stars at the BioTorch notebook's numbers (CIFAR-10 ResNet-20, SGD); True if drawn."""
+    if reference is None or tuple(setting[:2]) != ("cifar10", "resnet20") or \
+            (len(setting) > 2 and setting[2] != "sgd"):  # the notebooks attacked SGD models
         return False
     rows = reference[reference["attack"] == attack]
     for method, group in rows.groupby("method"):

@@ -59,11 +59,6 @@ def train_step(model, dtype):
 def test_every_rule_converts_and_trains_in_the_models_dtype(method, dtype, backend, request):
     if backend == "python" and method not in CUSTOM_BACKWARD:
         pytest.skip("bp never calls the feedback functions")
-    if method == "brsf" and dtype == torch.float16:
-        # biofa.methods.sign.hashed_uniform casts the 24-bit integers to the layer's dtype
-        # before scaling them: above float16's 65504 they become inf, the step 1e-8 becomes
-        # 0, and |M| is inf * 0 = NaN. (bfloat16's range holds them.)
-        request.applymarker(pytest.mark.xfail(strict=True, reason="brSF's |M| is NaN in float16"))
     model = lenet(method, dtype)
     for name, buffer in model.named_buffers():
         if buffer.is_floating_point():

@@ -310,3 +310,56 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(biofa.train, "train", broken)
     with pytest.raises(ValueError, match="a bug inside"):
         main(["train", str(write_config(tmp_path)), "--out", str(tmp_path / "run")])
+
+
+class NoisyDigits(torch.utils.data.Dataset):
+    """Random augmentation drawn in the worker that loads the image, as torchvision's are."""
+
+    def __init__(self, n=96):
+        self.x, self.y = torch.rand(n, 16, generator=torch.Generator().manual_seed(0)), torch.arange(n) % 4
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        return self.x[index] + 0.1 * torch.randn(16), self.y[index]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_pass_stopped_and_continued_equals_one_pass(workers):
+    """The resume logic itself, with worker processes whose augmentation uses their own RNG."""
+    import biofa
+    from biofa.train import rng_state, train_epoch
+
+    config = {"amp": False, "channels_last": False}
+    cpu = torch.device("cpu")
+
+    def setup():
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+        biofa.convert(model, "brsf")
+        loader = torch.utils.data.DataLoader(NoisyDigits(), batch_size=8, shuffle=True,
+                                             num_workers=workers, generator=torch.Generator())
+        loader.generator.manual_seed(7)
+        return model, loader, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), \
+            torch.amp.GradScaler("cpu", enabled=False)
+
+    model, loader, optimizer, scaler = setup()
+    whole = train_epoch(model, loader, optimizer, scaler, cpu, config)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model, loader, optimizer, scaler = setup()
+    steps = iter(range(1, 100))
+    stopped = train_epoch(model, loader, optimizer, scaler, cpu, config,
+                          stop=lambda: next(steps) == 5)["stopped"]
+    assert stopped["batches"] == 5
+    partial = {**stopped, "rng": rng_state()}
+    weights, moments = model.state_dict(), optimizer.state_dict()
+    torch.manual_seed(12345)  # a new process: its RNG is elsewhere until the state is restored
+    model, loader, optimizer, scaler = setup()
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(moments)
+    rest = train_epoch(model, loader, optimizer, scaler, cpu, config, partial=partial)
+    assert rest == whole
+    for key, value in expected.items():
+        assert torch.equal(model.state_dict()[key], value), key

@@ -70,7 +70,8 @@ def runs(tmp_path):
 
 def attack_frame(methods=("bp", "fa", "dfa", "kp"), seeds=(0, 1)):
     rows = []
-    base = dict(model="resnet20", dataset="cifar10", n_images=500, steps=10, source="")
+    base = dict(model="resnet20", dataset="cifar10", optimizer="sgd", n_images=500, steps=10,
+                source="")
     for method in methods:
         for seed in seeds:
             clean = 0.9 - 0.1 * methods.index(method)
@@ -152,8 +153,12 @@ def test_collect_attacks_concatenates(tmp_path):
     pd.DataFrame(columns=COLUMNS).to_csv(tmp_path / "empty.csv", index=False)
     both = report.collect_attacks([tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "empty.csv"])
     assert len(both) == len(frame) and list(both.columns) == COLUMNS
-    tagged = report.collect_attacks([tmp_path / "a.csv"], optimizer="sgd")
-    assert (tagged.optimizer == "sgd").all()
+    # a CSV of a biofa that did not record the optimizer gets it only when named
+    frame.iloc[:10].drop(columns="optimizer").to_csv(tmp_path / "old.csv", index=False)
+    with pytest.raises(ValueError, match="does not say which optimizer"):
+        report.collect_attacks([tmp_path / "old.csv"])
+    tagged = report.collect_attacks([tmp_path / "old.csv"], optimizer="sgd")
+    assert (tagged.optimizer == "sgd").all() and list(tagged.columns) == COLUMNS
     with pytest.raises(ValueError, match="does not exist"):
         report.collect_attacks([tmp_path / "nope.csv"])
 
@@ -354,7 +359,8 @@ def test_robustness_figure(drawn):
     fig = drawn("robustness", attack_frame(), reference=ROBUSTNESS)
     assert_no_placeholder(fig)
     assert [ax.get_title() for ax in fig.axes] == [  # a panel per attack present
-        "CIFAR-10 ResNet-20: FGSM", "CIFAR-10 ResNet-20: PGD", "CIFAR-10 ResNet-20: Square (50 queries)"]
+        "CIFAR-10 ResNet-20 SGD: FGSM", "CIFAR-10 ResNet-20 SGD: PGD",
+        "CIFAR-10 ResNet-20 SGD: Square (50 queries)"]
     assert fig.get_suptitle().startswith("Robust accuracy under white-box attacks and Square")
     assert [ax.get_ylabel() for ax in fig.axes] == [ROBUST_LABEL, "", ""]
     for ax in fig.axes:
@@ -384,11 +390,19 @@ def test_robustness_figure(drawn):
 
 def test_robustness_figure_splits_by_optimizer(drawn):
     frame = pd.concat([attack_frame(("bp", "fa"), (0,)).assign(optimizer=o) for o in ("sgd", "adam")])
-    fig = drawn("robustness", frame[frame.attack.isin(["pgd", "square"])])
+    fig = drawn("robustness", frame[frame.attack.isin(["pgd", "square"])], reference=ROBUSTNESS)
     assert [ax.get_title() for ax in fig.axes] == [
         "CIFAR-10 ResNet-20 SGD: PGD", "CIFAR-10 ResNet-20 SGD: Square (50 queries)",
         "CIFAR-10 ResNet-20 Adam: PGD", "CIFAR-10 ResNet-20 Adam: Square (50 queries)"]
     assert [ax.get_ylabel() for ax in fig.axes] == [ROBUST_LABEL, ""] * 2
+    for ax in fig.axes:  # each optimizer's own lines: one per method (and gradient)
+        assert len(ax.lines) == (2 if "Square" in ax.get_title() else 4)
+
+    def stars(ax):
+        return [c for c in ax.collections if c.get_paths() and len(c.get_offsets()) == 2]
+
+    # the published Square numbers are of SGD models: starred on the SGD row only
+    assert len(stars(fig.axes[1])) == 6 and stars(fig.axes[3]) == []
 
 
 @pytest.mark.parametrize("name, x, xlabel, title, ys", [
@@ -402,7 +416,7 @@ def test_strength_figures(drawn, name, x, xlabel, title, ys):
     assert_no_placeholder(fig)
     (ax,) = fig.axes
     assert fig.get_suptitle().startswith(title)
-    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("CIFAR-10 ResNet-20", xlabel,
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("CIFAR-10 ResNet-20 SGD", xlabel,
                                                                    ROBUST_LABEL)
     assert lines_of(ax) == [(colour("bp"), "-"), (colour("fa"), "-"), (colour("dfa"), "-"),
                             (colour("kp"), "--")]

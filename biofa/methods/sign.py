@@ -47,8 +47,10 @@ def hashed_uniform(shape, seed: int, bound: float, like: Tensor) -> Tensor:
     device: the same numbers as the compiled redraw, on any device."""
     index = torch.arange(math.prod(shape), device=like.device, dtype=torch.int64)
     x = _mix32(_mix32((index * 0x9E3779B9 + (seed & _MASK)) & _MASK) ^ ((seed >> 32) & _MASK))
-    step = torch.tensor(bound / 16777216.0, dtype=like.dtype, device=like.device)
-    return ((x >> 8).to(like.dtype) * step).view(shape)
+    # float16 cannot hold the 24-bit integers (its largest is 65504): scale them in float32
+    dtype = torch.float32 if like.dtype == torch.float16 else like.dtype
+    step = torch.tensor(bound / 16777216.0, dtype=dtype, device=like.device)
+    return ((x >> 8).to(dtype) * step).to(like.dtype).view(shape)
 
 
 class SignConcordant(Rule):
