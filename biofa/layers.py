@@ -12,34 +12,21 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from . import functional
+from . import _steps, functional
 from .methods import INITS, get_rule
-from .methods.base import Rule, Versions, fill_
+from .methods.base import Rule, fill_
 from .errors import UsageError
 
 #: Options every method accepts, on a layer or through ``biofa.convert``.
 LAYER_OPTIONS = ("init", "gradient_clip", "constrain_weights")
 
 
-def _count_fused_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    """Bump the version counters of the parameters a fused optimiser just updated.
-
-    Every torch optimiser bumps them except the fused ones (``fused=True``), whose
-    kernel writes the parameters behind autograd's back. The layers below find "the
-    weights changed" by their version counter, so without this a fused step would leave
-    sign-concordant B stale, brSF's magnitudes undrawn and weight constraints unapplied.
-    """
-    for group in optimizer.param_groups:
-        if group.get("fused"):
-            torch.autograd.graph.increment_version(group["params"])
-
-
-register_optimizer_step_post_hook(_count_fused_step)
-
-
 def _check_clip(gradient_clip) -> float | None:
+    """The one spelling of a clipping option inside biofa: None (no clipping) or c > 0.
+
+    Users may also write False (none) and True (c = 1), as the study config allows.
+    """
     if gradient_clip is None or gradient_clip is False:
         return None
     if gradient_clip is True:
@@ -52,10 +39,12 @@ def _check_clip(gradient_clip) -> float | None:
 class FeedbackLayer:
     """What ``Linear`` and ``Conv2d`` share: the rule, its options and its bookkeeping."""
 
-    #: Plain backprop through this layer (``true_gradient``), whatever the rule.
-    exact: bool = False
     #: No refresh of B and no weight constraint (``frozen_feedback``, for measurements).
     frozen: bool = False
+    #: Whether forward passes record torch's own backward instead of the rule's: set by
+    #: ``set_method`` (the rule needs none, and no clipping asks for one) and forced on
+    #: by ``true_gradient``. Without gradients every pass is plain.
+    plain_backward: bool
 
     def set_method(self, method: str, *, init: str | None = None, gradient_clip=None,
                    constrain_weights: bool = False, redraw_weights: bool = True):
@@ -87,37 +76,14 @@ class FeedbackLayer:
         self._buffers.pop("initial_weight_norm", None)
         if self.constrain_weights:
             self.register_buffer("initial_weight_norm", self.weight.detach().norm())
-        self.versions = Versions()
+        self.versions = _steps.Versions()
         # decided once here, not at every forward pass
-        self._custom_backward = rule.custom_backward or clip is not None
+        self.plain_backward = rule.plain_backward and clip is None
         self._after_forward = (None if type(rule).after_forward is Rule.after_forward
                                else rule.after_forward)
-        self._updates = self.constrain_weights or type(rule).refresh is not Rule.refresh
+        self._step_chores = self.constrain_weights or type(rule).refresh is not Rule.refresh
         rule.setup(self)
         return self
-
-    def _before_forward(self) -> None:
-        """Apply the weight constraint and refresh B once after each optimiser step.
-
-        An optimiser step changes the weight in place, which bumps its version
-        counter: comparing versions finds the first forward pass after a step with
-        no hook on the optimiser.
-        """
-        if not self._updates:
-            return
-        version, done = self.weight._version, self.versions
-        if version == done.refreshed or self.frozen:
-            return  # nothing changed since the last training pass (the common case)
-        if self.constrain_weights and version != done.constrained:
-            with torch.no_grad():
-                self.weight.mul_(self.initial_weight_norm / self.weight.norm())
-            version = done.constrained = self.weight._version
-        if self.training and torch.is_grad_enabled() and version != done.refreshed:
-            self.rule.refresh(self)
-            done.refreshed = version
-
-    def _plain(self) -> bool:
-        return self.exact or not self._custom_backward or not torch.is_grad_enabled()
 
     def feedback_matrix(self) -> Tensor | None:
         """The B the backward pass uses now (None where it has no W-shaped B: dfa)."""
@@ -153,8 +119,9 @@ class Linear(FeedbackLayer, nn.Linear):
         return new.set_method(method, **options)
 
     def forward(self, x: Tensor) -> Tensor:
-        self._before_forward()
-        if self._plain():
+        if self._step_chores:
+            _steps.catch_up(self)
+        if self.plain_backward or not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         out = functional.linear(x, self.weight, self.bias, self.rule.feedback(self),
                                 self.rule.learns_feedback, self.gradient_clip)
@@ -193,8 +160,9 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
         return F.pad(x, pads), (0, 0)  # "same" with an even kernel pads one side more
 
     def forward(self, x: Tensor) -> Tensor:
-        self._before_forward()
-        if self._plain():
+        if self._step_chores:
+            _steps.catch_up(self)
+        if self.plain_backward or not torch.is_grad_enabled():
             return self._conv_forward(x, self.weight, self.bias)
         padded, padding = self._explicit_padding(x)
         unbatched = padded.dim() == 3
@@ -235,7 +203,7 @@ def true_gradient(model: nn.Module):
     Same weights, same forward function, plain autograd: the gradient an attacker who
     knows the weights would use, and the reference for gradient alignment.
     """
-    return _setting(model, "exact")
+    return _setting(model, "plain_backward")
 
 
 def frozen_feedback(model: nn.Module):

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import os
 
 import pytest
 import torch
@@ -111,6 +112,33 @@ def test_every_optimiser_step_rebuilds_b_redraws_m_and_constrains_w(optimizer):
             if method == "brsf":
                 drawn.append(layer.feedback_magnitude.clone())
         assert all(not torch.equal(a, b) for a, b in zip(drawn, drawn[1:]))
+
+
+def test_the_fused_step_hook_is_registered_by_the_first_layer_not_by_import():
+    """``import biofa`` leaves every optimiser of the process alone; making a layer, or
+    unpickling one in a fresh interpreter, registers the hook that counts fused steps."""
+    import pickle
+    import subprocess
+    import sys
+
+    script = """
+import pickle, sys
+import torch
+from torch.optim.optimizer import _global_optimizer_post_hooks as hooks
+import biofa
+assert len(hooks) == 0, "import biofa registered an optimiser hook"
+if sys.argv[1] == "make":
+    biofa.Linear(2, 2, method="usf")
+    biofa.Linear(2, 2, method="fa")
+else:
+    pickle.loads(bytes.fromhex(sys.argv[1]))
+assert len(hooks) == 1, len(hooks)
+"""
+    pickled = pickle.dumps(Linear(3, 2, method="usf")).hex()
+    for how in ("make", pickled):
+        done = subprocess.run([sys.executable, "-c", script, how], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "BIOFA_NATIVE": "0"})
+        assert done.returncode == 0, done.stderr
 
 
 def test_frsf_keeps_its_magnitudes_and_follows_the_sign_of_w():
@@ -300,7 +328,7 @@ def test_channels_last_and_mixed_precision_keep_the_rule(method):
 
 def test_brsf_magnitudes_are_uniform_and_the_same_from_both_backends(monkeypatch):
     from biofa import functional
-    from biofa.methods.sign import hashed_uniform
+    from biofa.methods._fast import hashed_uniform
 
     bound = 0.3
     m = hashed_uniform((400, 250), seed=12345, bound=bound, like=torch.empty(0))

@@ -55,44 +55,38 @@ def draw(scheme: str, like: Tensor, shape: tuple[int, ...] | None = None) -> Ten
     return fill_(scheme, torch.empty(shape, device=like.device, dtype=like.dtype))
 
 
-class Versions:
-    """The weight version at which each per-step chore of a layer was last done.
-
-    Set after every optimiser step, so kept in plain slots: ``nn.Module.__setattr__``
-    costs more than the chores themselves on a small model.
-    """
-
-    __slots__ = ("constrained", "refreshed", "feedback")
-
-    def __init__(self) -> None:
-        self.constrained = self.refreshed = self.feedback = None
-
-    def __reduce__(self):
-        # a copied or loaded layer has new tensors with their own counters: start afresh
-        return Versions, ()
-
-
 class Rule:
-    """Base class of a learning rule; one instance per layer, state lives on the layer.
+    """Base class of a learning rule: what B is, how it is built, refreshed and updated.
 
-    Subclasses override the few hooks they need:
+    One instance per layer; what the rule keeps between steps lives on the layer (as
+    buffers or Parameters, so it moves with ``.to()`` and is saved in the state dict).
+    A new rule is one module in ``biofa/methods`` with a subclass that sets ``name`` and
+    ``paper`` and overrides the hooks it needs, and one entry in ``METHODS``
+    (``biofa/methods/__init__.py``). The layer calls the hooks:
 
-    * ``setup(layer)``: register B (a buffer, or a Parameter when B learns) on the layer.
-    * ``feedback(layer)``: the matrix that carries the error to the layer below in the
-      backward pass, same shape as the weight; ``None`` sends no error (DFA's hidden
-      layers get theirs straight from the output).
-    * ``refresh(layer)``: called once after every optimisation step, before the next
-      training forward pass, with gradients enabled (brSF redraws its magnitudes here,
-      into buffers).
+    * ``setup(layer)``: once, when the layer takes the rule; register B here (a buffer,
+      or a Parameter when B learns). ``layer.weight`` and ``layer.init_scheme`` (the
+      distribution to draw from, see ``draw``) are set.
+    * ``feedback(layer)``: at every training forward pass, the matrix that carries the
+      error to the layer below in the backward pass, same shape as the weight; ``None``
+      sends no error (DFA's hidden layers get theirs straight from the output).
+    * ``refresh(layer)``: once after every optimisation step, at the next training
+      forward pass, with gradients enabled (brSF redraws its magnitudes here, into
+      buffers). Never during evaluation or inside ``biofa.frozen_feedback``.
     * ``after_forward(layer, x, out)``: a last look at the forward pass (DFA's hub).
+    * ``teardown(layer)``: remove what ``setup`` registered.
+
+    Two class attributes say how B is updated and whether a custom backward is needed:
+    ``learns_feedback`` and ``plain_backward``.
     """
 
     name = ""
     paper = ""
     #: B receives the weight's gradient and so the same optimiser update (Kolen-Pollack).
     learns_feedback = False
-    #: The rule needs the custom backward; False only for plain backpropagation.
-    custom_backward = True
+    #: The error goes down through W itself, so torch's own backward does the job
+    #: (backpropagation). The layer's attribute of the same name decides per pass.
+    plain_backward = False
 
     def setup(self, layer: nn.Module) -> None:
         pass

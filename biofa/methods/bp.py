@@ -8,4 +8,4 @@ class BP(Rule):
 
     name = "bp"
     paper = "Rumelhart, Hinton & Williams 1986"
-    custom_backward = False
+    plain_backward = True

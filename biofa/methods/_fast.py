@@ -1,0 +1,95 @@
+"""The per-step passes of the sign-concordant rules, and how they are kept cheap.
+
+B = magnitude * sign(W) changes only when W does, so it lives in one buffer
+(``layer.sign_feedback``) that is rebuilt in place the first time it is asked for after
+W's version counter moved (an optimiser step, a load, a weight constraint): one
+elementwise pass per step into memory that is reused, instead of a new tensor at every
+forward pass. Rebuilding B in place while an earlier graph still holds it fails loudly in
+that graph's backward (autograd's in-place check) rather than using the wrong B. Edits
+through ``weight.data`` bypass the version counter: change weights in place under
+``torch.no_grad()`` instead, as optimisers and ``load_state_dict`` do (fused optimisers
+get their counters bumped by ``biofa._steps``).
+
+On CPU float32 each pass is one loop of the compiled extension (``biofa/csrc``); elsewhere,
+or without it, the same numbers come from tensor ops.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .. import functional
+from .base import fill_
+
+_MASK = 0xFFFFFFFF
+
+
+def sign_times_(out: Tensor, weight: Tensor, magnitude: Tensor | float) -> Tensor:
+    """out = magnitude * sign(weight): one compiled pass on CPU float32, else two ops."""
+    native = functional.compiled()
+    tensor = isinstance(magnitude, Tensor)
+    if native is not None and native.sign_times_(out, weight, magnitude if tensor else None,
+                                                 0.0 if tensor else float(magnitude)):
+        return out
+    return torch.sign(weight.detach(), out=out).mul_(magnitude)
+
+
+def sign_feedback(layer: nn.Module, magnitude: Callable[[nn.Module], Tensor | float]) -> Tensor:
+    """``layer.sign_feedback`` = magnitude(layer) * sign(W), rebuilt only when W changed."""
+    weight, feedback = layer.weight, layer.sign_feedback
+    if weight._version != layer.versions.feedback:
+        sign_times_(feedback, weight, magnitude(layer))
+        layer.versions.feedback = weight._version
+    return feedback
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """Wellons' lowbias32 hash on int64 tensors holding 32-bit values (as feedback.cpp)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK
+    return x ^ (x >> 16)
+
+
+def hashed_uniform(shape, seed: int, bound: float, like: Tensor) -> Tensor:
+    """U(0, bound) numbers from the hash of (seed, element index), in ``like``'s dtype and
+    device: the same numbers as the compiled redraw, on any device."""
+    index = torch.arange(math.prod(shape), device=like.device, dtype=torch.int64)
+    x = _mix32(_mix32((index * 0x9E3779B9 + (seed & _MASK)) & _MASK) ^ ((seed >> 32) & _MASK))
+    # float16 cannot hold the 24-bit integers (its largest is 65504): scale them in float32
+    dtype = torch.float32 if like.dtype == torch.float16 else like.dtype
+    step = torch.tensor(bound / 16777216.0, dtype=dtype, device=like.device)
+    return ((x >> 8).to(dtype) * step).to(like.dtype).view(shape)
+
+
+def redraw_magnitude_(layer: nn.Module, bound: float) -> None:
+    """New ``layer.feedback_magnitude`` from the init's distribution; B follows it.
+
+    ``kaiming``: |N(0, s)| from torch's generator. A uniform init: U(0, bound), on a GPU
+    from that device's generator in one kernel (a hash in tensor ops would be a dozen
+    launches per layer); on the CPU from a counter-based generator, a hash of the element
+    index and a seed taken from torch's CPU generator at each redraw. That one runs in
+    the same pass that builds B and gives the same numbers from the compiled and the
+    Python backend (torch's own CPU generator is serial and costs several percent of a
+    small model's step).
+    """
+    magnitude, weight = layer.feedback_magnitude, layer.weight
+    if not magnitude.is_contiguous():
+        # a channels_last model: draw in logical order, so a seed gives the same M
+        magnitude = layer.feedback_magnitude = magnitude.contiguous()
+    layer.versions.feedback = None  # B = |M| sign(W) is rebuilt with the new M
+    if layer.init_scheme == "kaiming":
+        fill_(layer.init_scheme, magnitude).abs_()
+    elif not magnitude.is_cpu:
+        magnitude.uniform_(0.0, bound)
+    elif (native := functional.compiled()) is not None and native.redraw_uniform_(
+            magnitude, layer.sign_feedback, weight, bound):
+        layer.versions.feedback = weight._version  # B was built in the same pass
+    else:  # the same seed (from torch's CPU generator) and numbers as the compiled pass
+        seed = int(torch.empty((), dtype=torch.int64).random_())
+        magnitude.copy_(hashed_uniform(magnitude.shape, seed, bound, magnitude))
