@@ -1,6 +1,6 @@
 """Images per second of `biofa attack`, for every attack, on the quick study's models.
 
-Runs ``biofa.attack.attack_run`` (what `biofa attack` and the workflow run) on one seed
+Runs ``biofa.study.attack.attack_run`` (what `biofa attack` and the workflow run) on one seed
 of each method of the quick default study (``snakemake --cores 2`` trains them into
 results/runs/digits/lenet_mnist/sgd/) and prints images/second per attack and gradient:
 white-box attacks through the rule's own feedback gradient and through the true gradient,
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from biofa import functional
-from biofa.attack import attack_run
+from biofa.study.attack import attack_run
 from step_time import render  # the sibling script: benchmarks/ is on sys.path
 
 #: (attack, gradients, strength): one strength each; eps in image units, pixels for onepixel

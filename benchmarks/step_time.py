@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 import biofa
-from biofa.config import DEFAULTS
+from biofa.study.config import DEFAULTS
 from biofa.models import build, input_shape
-from biofa.train import make_optimizer
+from biofa.study.train import make_optimizer
 
 BATCH = {"lenet_mnist": 64, "resnet20": 128}
 # every variant's optimiser, built by biofa train's own make_optimizer (over its defaults)

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from biofa.attack import ATTACKS, COLUMNS, attack_run, wilson
-from biofa.cli import main
+from biofa.study.attack import attack_run, wilson
+from biofa.study.names import ATTACK_COLUMNS as COLUMNS
+from biofa.study.names import ATTACKS
+from biofa.study.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "digits_lenet.yaml"
 N = 60
@@ -100,7 +102,7 @@ def test_missing_checkpoint_fails_cleanly(tmp_path, capsys):
 
 def test_rows_name_the_optimizer_so_sgd_and_adam_models_stay_apart(runs, tmp_path):
     """SGD and Adam models of one architecture are two settings, never two seeds of one."""
-    from biofa.report import collect_attacks
+    from biofa.study.collect import collect_attacks
 
     adam = tmp_path / "adam"
     assert main(["train", str(EXAMPLE), "--out", str(adam), "--set", "method=bp",
@@ -120,7 +122,7 @@ def test_rows_name_the_optimizer_so_sgd_and_adam_models_stay_apart(runs, tmp_pat
 
 def test_an_attack_csv_without_the_optimizer_needs_it_named(runs, tmp_path):
     from biofa.errors import UsageError
-    from biofa.report import collect_attacks
+    from biofa.study.collect import collect_attacks
 
     old = tmp_path / "old.csv"
     attack_run(runs / "bp", "fgsm", [0.1], n=8).drop(columns="optimizer").to_csv(old, index=False)

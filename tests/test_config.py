@@ -1,9 +1,9 @@
 """Every bad run config ends in one line naming the key and what it accepts, and writes nothing.
 
-The cases are generated from ``biofa.config.schema()``: every key, at every depth, gets
+The cases are generated from ``biofa.study.config.schema()``: every key, at every depth, gets
 a value of each wrong type, values outside its range, enum or pattern, and misspelt
 neighbours, so a key added to the schema is walked without touching this file. Each
-case goes through ``biofa.cli.main(["train", ...])`` in-process; two also go through
+case goes through ``biofa.study.cli.main(["train", ...])`` in-process; two also go through
 a real ``biofa train`` process for the exit status.
 """
 
@@ -23,8 +23,8 @@ import pytest
 import torch
 import yaml
 
-from biofa import config
-from biofa.cli import main
+from biofa.study import config
+from biofa.study.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "examples" / "digits_lenet.yaml"
@@ -308,7 +308,7 @@ def cases() -> list[Case]:
 
 CASES = cases()
 
-#: Inputs that still end in a traceback; each is a known gap outside biofa.config.
+#: Inputs that still end in a traceback; each is a known gap outside biofa.study.config.
 CASES += [Case("set:epochs=[1", ["--set", "epochs"], BASE, sets=["epochs=[1"], kind="set")]
 
 
@@ -325,7 +325,7 @@ def no_training(monkeypatch):
     def accepted(*args, **kwargs):
         raise AssertionError("this bad input was accepted: training started")
 
-    monkeypatch.setattr("biofa.train.loaders", accepted)
+    monkeypatch.setattr("biofa.study.train.loaders", accepted)
 
 
 def write(folder: Path, case: Case) -> Path:
@@ -444,7 +444,7 @@ def _biofa() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("biofa")
-    return [found] if found else [sys.executable, "-m", "biofa.cli"]
+    return [found] if found else [sys.executable, "-m", "biofa.study.cli"]
 
 
 @pytest.mark.parametrize("extra, words", [

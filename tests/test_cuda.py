@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import biofa
-from biofa.cli import main
+from biofa.study.cli import main
 from biofa.methods.base import init_std
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

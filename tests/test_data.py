@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
-from biofa import data
-from biofa.cli import main
+from biofa.study import data
+from biofa.study.cli import main
 from biofa.errors import UsageError
 
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-import biofa.train
-from biofa import io
-from biofa.cli import main
+import biofa.study.train
+from biofa.study import io
+from biofa.study.cli import main
 from biofa.errors import CheckpointError, RunError, UntrustedCheckpoint
-from biofa.evaluate import load_run
+from biofa.study.evaluate import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "examples" / "digits_lenet.yaml"
@@ -152,7 +152,7 @@ def test_a_damaged_best_checkpoint_is_explained_by_evaluate(trained, tmp_path, c
 # ----------------------------------------------------------------------------- stop and resume
 
 def start_training(config: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "biofa.cli", "train", str(config), "--out", str(out)],
+    return subprocess.Popen([sys.executable, "-m", "biofa.study.cli", "train", str(config), "--out", str(out)],
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -186,7 +186,7 @@ def test_a_signalled_run_checkpoints_mid_epoch_and_resumes_bit_for_bit(tmp_path,
     time.sleep(0.3)
     process.send_signal(getattr(signal, signame))
     _, err = process.communicate(timeout=120)
-    assert process.returncode == biofa.train.STOPPED_EXIT == 75, err
+    assert process.returncode == biofa.study.train.STOPPED_EXIT == 75, err
     assert f"stopped by {signame} in epoch" in err and "run the same command again" in err
     checkpoint = last_state(stopped)
     partial = checkpoint["partial"]
@@ -307,7 +307,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("a bug inside torch or pandas")
 
-    monkeypatch.setattr(biofa.train, "train", broken)
+    monkeypatch.setattr(biofa.study.train, "train", broken)
     with pytest.raises(ValueError, match="a bug inside"):
         main(["train", str(write_config(tmp_path)), "--out", str(tmp_path / "run")])
 
@@ -329,7 +329,7 @@ class NoisyDigits(torch.utils.data.Dataset):
 def test_a_pass_stopped_and_continued_equals_one_pass(workers):
     """The resume logic itself, with worker processes whose augmentation uses their own RNG."""
     import biofa
-    from biofa.train import rng_state, train_epoch
+    from biofa.study.train import rng_state, train_epoch
 
     config = {"amp": False, "channels_last": False}
     cpu = torch.device("cpu")

@@ -5,7 +5,7 @@ into one session would), so an attribute that exists only because some other tes
 imported its module first cannot hide. Where the README elides data (``images``,
 ``labels``), small stand-in tensors are defined first. Every ``biofa.name`` the README
 mentions must resolve after a plain ``import biofa``; every ``biofa SUBCOMMAND`` it names
-must be a subcommand of ``biofa.cli.parser()``, and the complete command lines of its
+must be a subcommand of ``biofa.study.cli.parser()``, and the complete command lines of its
 bash blocks must parse.
 """
 
@@ -91,7 +91,7 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def test_every_biofa_subcommand_the_readme_names_exists():
-    from biofa.cli import parser
+    from biofa.study.cli import parser
 
     known = subcommands(parser())
     spans = re.findall(r"`([^`\n]+)`", README.read_text())
@@ -115,7 +115,7 @@ def bash_commands() -> list[tuple[int, list[str]]]:
 
 @pytest.mark.parametrize("line, words", bash_commands(), ids=lambda v: str(v) if isinstance(v, int) else "")
 def test_bash_block_commands_parse(line, words):
-    from biofa.cli import parser
+    from biofa.study.cli import parser
 
     try:
         parser().parse_args(words)

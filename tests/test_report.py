@@ -17,8 +17,8 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from biofa import figures, report
-from biofa.attack import COLUMNS
+from biofa.study import cli, collect, figures, names, tables
+from biofa.study.names import ATTACK_COLUMNS as COLUMNS
 from biofa.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def assert_png(path):
 # ----------------------------------------------------------------------------- collect
 
 def test_collect_runs_rows_and_keys(runs):
-    frames = report.collect_runs(runs)
+    frames = collect.collect_runs(runs)
     accuracy = frames["accuracy"]
     assert list(accuracy.columns[:11]) == ["dataset", "model", "optimizer", "method", "seed",
                                            "status", "epochs_done", "best_epoch", "top1_error",
@@ -117,18 +117,18 @@ def test_collect_runs_rows_and_keys(runs):
     assert accuracy.set_index("method").loc["dfa", "in_paper"]
 
     training = frames["training"]
-    assert list(training.columns[:5]) == report.KEYS
+    assert list(training.columns[:5]) == names.KEYS
     assert len(training) == 3 * 7 + 2  # 7 complete runs x 3 epochs, the diverged one 2
     alignment = frames["alignment"]
-    assert list(alignment.columns[:5]) == report.KEYS
+    assert list(alignment.columns[:5]) == names.KEYS
     assert len(alignment) == (4 * 7 + 3) * len(LAYERS)
     assert alignment.loc[alignment.method == "dfa", "weight_angle"].isna().all()
 
 
 def test_collect_accepts_files_inside_runs_and_writes_csvs(runs, tmp_path):
-    frames = report.collect_runs([run / "test.json" for run in runs[:2]])
+    frames = collect.collect_runs([run / "test.json" for run in runs[:2]])
     assert list(frames["accuracy"].seed) == [0, 1]
-    paths = report.write_collected(frames, tmp_path / "out")
+    paths = collect.write_collected(frames, tmp_path / "out")
     assert [p.name for p in paths] == ["accuracy.csv", "training.csv", "alignment.csv"]
     assert len(pd.read_csv(paths[0])) == 2
 
@@ -136,14 +136,14 @@ def test_collect_accepts_files_inside_runs_and_writes_csvs(runs, tmp_path):
 def test_missing_test_json_names_run_and_fix(tmp_path):
     run = make_run(tmp_path, test=False)
     with pytest.raises(ValueError, match=rf"{run}.*biofa evaluate {run}"):
-        report.collect_runs([run])
+        collect.collect_runs([run])
 
 
 def test_same_setting_twice_is_refused(tmp_path):
     a = make_run(tmp_path / "a")
     b = make_run(tmp_path / "b")
     with pytest.raises(ValueError, match="same setting"):
-        report.collect_runs([a, b])
+        collect.collect_runs([a, b])
 
 
 def test_collect_attacks_concatenates(tmp_path):
@@ -151,16 +151,16 @@ def test_collect_attacks_concatenates(tmp_path):
     frame.iloc[:10].to_csv(tmp_path / "a.csv", index=False)
     frame.iloc[10:].to_csv(tmp_path / "b.csv", index=False)
     pd.DataFrame(columns=COLUMNS).to_csv(tmp_path / "empty.csv", index=False)
-    both = report.collect_attacks([tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "empty.csv"])
+    both = collect.collect_attacks([tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "empty.csv"])
     assert len(both) == len(frame) and list(both.columns) == COLUMNS
     # a CSV of a biofa that did not record the optimizer gets it only when named
     frame.iloc[:10].drop(columns="optimizer").to_csv(tmp_path / "old.csv", index=False)
     with pytest.raises(ValueError, match="does not say which optimizer"):
-        report.collect_attacks([tmp_path / "old.csv"])
-    tagged = report.collect_attacks([tmp_path / "old.csv"], optimizer="sgd")
+        collect.collect_attacks([tmp_path / "old.csv"])
+    tagged = collect.collect_attacks([tmp_path / "old.csv"], optimizer="sgd")
     assert (tagged.optimizer == "sgd").all() and list(tagged.columns) == COLUMNS
     with pytest.raises(ValueError, match="does not exist"):
-        report.collect_attacks([tmp_path / "nope.csv"])
+        collect.collect_attacks([tmp_path / "nope.csv"])
 
 
 # ----------------------------------------------------------------------------- table
@@ -179,8 +179,8 @@ def test_reference_file_has_every_paper_number():
 
 
 def test_error_table_cells(runs):
-    accuracy = report.collect_runs(runs)["accuracy"]
-    table = report.error_table(accuracy, REFERENCE)
+    accuracy = collect.collect_runs(runs)["accuracy"]
+    table = tables.error_table(accuracy, REFERENCE)
     assert list(table.index) == ["bp", "fa", "dfa", "usf", "kp (not in paper)"]
     assert list(table.columns) == ["Digits LeNet SGD", "MNIST LeNet SGD", "CIFAR-10 ResNet-20 SGD"]
     column = table["CIFAR-10 ResNet-20 SGD"]
@@ -197,14 +197,14 @@ def test_all_seeds_diverged_and_other_optimizer_reference(tmp_path):
     root = tmp_path / "runs"
     runs = [make_run(root, method="fa", seed=s, status="diverged", error=0.9) for s in (0, 1)]
     runs.append(make_run(root, dataset="imagenet", model="resnet18", method="dfa", error=0.8))
-    table = report.error_table(report.collect_runs(runs)["accuracy"], REFERENCE)
+    table = tables.error_table(collect.collect_runs(runs)["accuracy"], REFERENCE)
     assert table.loc["fa", "CIFAR-10 ResNet-20 SGD"] == "diverged (32.16) [2/2 diverged]"
     assert table.loc["dfa", "ImageNet ResNet-18 SGD"] == "80.00 (82.45, Adam)"
 
 
 def test_write_table(runs, tmp_path):
-    table = report.error_table(report.collect_runs(runs)["accuracy"], REFERENCE)
-    paths = report.write_table(table, tmp_path / "tables" / "error_table")
+    table = tables.error_table(collect.collect_runs(runs)["accuracy"], REFERENCE)
+    paths = tables.write_table(table, tmp_path / "tables" / "error_table")
     assert [p.name for p in paths] == ["error_table.md", "error_table.tex", "error_table.csv"]
     for path in paths:
         text = path.read_text()
@@ -249,7 +249,7 @@ def drawn(monkeypatch, tmp_path):
 
 
 def colour(method):
-    return to_hex(report.PALETTE[method])
+    return to_hex(names.PALETTE[method])
 
 
 def lines_of(ax):
@@ -275,9 +275,9 @@ def legend_of(fig):
 
 def assert_method_legend(fig, methods, dashed_kp=True):
     labels, handles = legend_of(fig)
-    assert labels[:len(methods)] == [report.method_label(m) for m in methods]
+    assert labels[:len(methods)] == [names.method_label(m) for m in methods]
     for method in methods:
-        handle = handles[report.method_label(method)]
+        handle = handles[names.method_label(method)]
         face = handle.get_color() if isinstance(handle, Line2D) else handle.get_facecolor()
         assert to_hex(face) == colour(method), method
         if isinstance(handle, Line2D):
@@ -292,7 +292,7 @@ def assert_no_placeholder(fig):
 
 
 def test_training_figure(runs, drawn):
-    fig = drawn("training", report.collect_runs(runs)["training"])
+    fig = drawn("training", collect.collect_runs(runs)["training"])
     assert_no_placeholder(fig)
     assert [ax.get_title() for ax in fig.axes] == SETTINGS  # a panel per setting
     assert fig.get_suptitle().startswith("Validation top-1 error during training")
@@ -311,7 +311,7 @@ def test_training_figure(runs, drawn):
 
 
 def test_alignment_figure(runs, drawn):
-    fig = drawn("alignment", report.collect_runs(runs)["alignment"])
+    fig = drawn("alignment", collect.collect_runs(runs)["alignment"])
     assert_no_placeholder(fig)
     assert len(fig.axes) == 3 * 3  # a row per metric, a column per setting
     rows = np.array(fig.axes).reshape(3, 3)
@@ -333,7 +333,7 @@ def test_alignment_figure(runs, drawn):
 
 
 def test_alignment_layers_figure(runs, drawn):
-    fig = drawn("alignment_layers", report.collect_runs(runs)["alignment"])
+    fig = drawn("alignment_layers", collect.collect_runs(runs)["alignment"])
     assert_no_placeholder(fig)
     assert [ax.get_title() for ax in fig.axes] == SETTINGS  # a row per setting
     for ax in fig.axes:
@@ -382,8 +382,8 @@ def test_robustness_figure(drawn):
                                   dashed_kp=False)  # here dashes mean the true gradient
     _, handles = legend_of(fig)
     gradient = labels[7:]
-    assert gradient[:2] == [f"{report.GRADIENT_LABELS['feedback']} / {report.GRADIENT_LABELS['none']}",
-                            report.GRADIENT_LABELS["true"]]
+    assert gradient[:2] == [f"{names.GRADIENT_LABELS['feedback']} / {names.GRADIENT_LABELS['none']}",
+                            names.GRADIENT_LABELS["true"]]
     assert [handles[g].get_linestyle() for g in gradient[:2]] == ["-", "--"]
     assert gradient[2] == figures.PUBLISHED_HANDLE.get_label()
 
@@ -435,8 +435,8 @@ def test_strength_figures(drawn, name, x, xlabel, title, ys):
 
 
 def test_draw_returns_the_figure_fig_writes(runs, tmp_path):
-    training = report.collect_runs(runs)["training"]
-    assert set(figures.DRAW) == set(figures.FIGURES) == set(report.FIGURE_NAMES)
+    training = collect.collect_runs(runs)["training"]
+    assert set(figures.DRAW) == set(figures.FIGURES) == set(names.FIGURE_NAMES)
     fig = figures.draw_training(training)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
     plt.close(fig)
@@ -444,11 +444,11 @@ def test_draw_returns_the_figure_fig_writes(runs, tmp_path):
     assert_png(figures.fig_training(training, tmp_path / "training.png"))
 
 
-@pytest.mark.parametrize("name", report.FIGURE_NAMES)
+@pytest.mark.parametrize("name", names.FIGURE_NAMES)
 def test_figures_from_empty_frames(drawn, name):
     """A study without these results still gets the file, one panel saying so."""
     empty = pd.DataFrame(columns=COLUMNS if name in ("robustness", "onepixel", "transfer")
-                         else report.KEYS)
+                         else names.KEYS)
     fig = drawn(name, empty)
     (ax,) = fig.axes
     assert not ax.lines and not ax.patches
@@ -456,7 +456,7 @@ def test_figures_from_empty_frames(drawn, name):
 
 
 def run_frames(runs):
-    frames = report.collect_runs(runs)
+    frames = collect.collect_runs(runs)
     return {"training": frames["training"], "alignment": frames["alignment"],
             "alignment_layers": frames["alignment"]}
 
@@ -493,7 +493,7 @@ def test_cli_figure_of_a_csv_with_a_renamed_column_is_an_error(tmp_path, name, o
 
 
 def test_alignment_without_any_metric_is_an_error(runs, tmp_path):
-    alignment = report.collect_runs(runs)["alignment"]
+    alignment = collect.collect_runs(runs)["alignment"]
     renamed = alignment.rename(columns={m: m + "_deg" for m in figures.ALIGNMENT_METRICS})
     with pytest.raises(UsageError, match="weight_angle, norm_ratio, gradient_angle"):
         figures.fig_alignment(renamed, tmp_path / "x.png")
@@ -504,7 +504,7 @@ def test_alignment_without_any_metric_is_an_error(runs, tmp_path):
 def parser():
     top = argparse.ArgumentParser(prog="biofa")
     sub = top.add_subparsers(dest="command", required=True)
-    report.add_commands(sub)
+    cli._add_report_commands(sub)
     return top
 
 
@@ -546,4 +546,4 @@ def test_a_gradient_column_of_only_true_stays_text(tmp_path):
     frame = pd.DataFrame([{c: None for c in COLUMNS}])
     frame.loc[0, ["method", "attack", "gradient", "eps", "n_images"]] = ["fa", "pgd", "true", 0.1, 10]
     frame.to_csv(path, index=False)
-    assert report.collect_attacks([path])["gradient"].tolist() == ["true"]
+    assert collect.collect_attacks([path])["gradient"].tolist() == ["true"]

@@ -1,7 +1,7 @@
 """The study config: its generated schema, its checks beyond the schema, and `biofa check`.
 
 The bad-input walk generates its cases from the schema itself, so a key added to
-``biofa.study_config.schema`` is covered without touching this file.
+``biofa.study.study_config.schema`` is covered without touching this file.
 """
 
 import copy
@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from biofa import study_config
-from biofa.cli import main
+from biofa.study import study_config
+from biofa.study.cli import main
 from biofa.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +25,13 @@ SCHEMA = study_config.schema()
 def test_schema_file_is_generated_from_biofa():
     text = (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text()
     assert text == study_config.schema_yaml(), (
-        "regenerate: python -m biofa.study_config > workflow/schemas/config.schema.yaml")
+        "regenerate: python -m biofa.study.study_config > workflow/schemas/config.schema.yaml")
     assert yaml.safe_load(text) == yaml.safe_load(yaml.safe_dump(SCHEMA))
 
 
 def test_schema_names_come_from_the_registries():
-    from biofa.attack import GRADIENTS, WHITE_BOX
-    from biofa.data import DATASETS
+    from biofa.study.names import GRADIENTS, WHITE_BOX
+    from biofa.study.data import DATASETS
     from biofa.methods import INITS, METHODS
     from biofa.models import MODELS
 
@@ -370,7 +370,7 @@ def test_check_command_smoke(tmp_path):
     config = edit(lambda c: exp(c).update(epochs="ten"))
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run([sys.executable, "-m", "biofa.cli", "check", str(path)], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "biofa.study.cli", "check", str(path)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and not result.stdout
     lines = result.stderr.strip().splitlines()

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import biofa
-from biofa.cli import main
+from biofa.study.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "examples" / "digits_lenet.yaml"
@@ -102,7 +102,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main(["train", str(config), "--out", str(straight)]) == 0
 
-    command = [sys.executable, "-m", "biofa.cli", "train", str(config), "--out", str(killed)]
+    command = [sys.executable, "-m", "biofa.study.cli", "train", str(config), "--out", str(killed)]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while not (killed / "last.pt").exists() and time.time() < deadline:
@@ -128,8 +128,8 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_the_optimiser_is_fused_unless_the_config_says_otherwise(name):
-    from biofa.config import validate
-    from biofa.train import make_optimizer
+    from biofa.study.config import validate
+    from biofa.study.train import make_optimizer
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 2))
     biofa.convert(net, "kp")
@@ -206,7 +206,7 @@ def test_restart_on_change_starts_afresh(tmp_path):
 
 
 def test_jobs_on_a_several_gpu_machine_each_claim_their_own_gpu(tmp_path, monkeypatch):
-    from biofa import train as train_module
+    from biofa.study import device as train_module
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     claimed = [train_module.claim_gpu(str(tmp_path)) for _ in range(3)]

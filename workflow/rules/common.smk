@@ -1,12 +1,12 @@
 import os
 
-from biofa.attack import ATTACKS, GRADIENTS
+from biofa.study.names import ATTACKS, GRADIENTS
 from biofa.methods import METHODS
-from biofa.study_config import experiment_index, experiment_runs, run_config as study_run_config
-from biofa.study_config import run_key
+from biofa.study.study_config import experiment_index, experiment_runs, run_config as study_run_config
+from biofa.study.study_config import run_key
 
 # Helpers: the list of runs and attacks the config asks for, and each run's biofa config.
-# The config is validated and its defaults filled (biofa.study_config) before this file runs.
+# The config is validated and its defaults filled (biofa.study.study_config) before this file runs.
 
 RESULTS = config["results"]
 DATA_ROOT = config["data_root"]

@@ -10,8 +10,8 @@ rule run_config:
         f"{RESULTS}/logs/run_config/{KEYS}.log",
     localrule: True
     run:
-        from biofa.config import validate as validate_run
-        from biofa.io import write_yaml
+        from biofa.study.config import validate as validate_run
+        from biofa.study.io import write_yaml
 
         write_yaml(output[0], validate_run(params.config))
 

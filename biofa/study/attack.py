@@ -32,24 +32,12 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import io
+from .names import (ATTACK_COLUMNS, ATTACKS, GRADIENTS, ONEPIXEL_POPSIZE, ONEPIXEL_STEPS,
+                    PAPER_SQUARE_QUERIES, WHITE_BOX)
 from .data import load
-from .evaluate import load_run, read_run_config
-from .layers import true_gradient
-from .errors import UsageError
-
-WHITE_BOX = ("fgsm", "pgd", "tpgd", "apgd")
-BLACK_BOX = ("square", "onepixel")
-ATTACKS = WHITE_BOX + BLACK_BOX + ("transfer",)
-GRADIENTS = ("feedback", "true")
-
-#: The paper's black-box settings: Square with 50 queries, OnePixel with DE steps 30, popsize 150.
-PAPER_SQUARE_QUERIES = 50
-ONEPIXEL_STEPS, ONEPIXEL_POPSIZE = 30, 150
-
-#: A row's run is keyed by method, model, dataset, optimizer and seed: SGD and Adam
-#: models of one architecture are different settings, never seeds of one.
-COLUMNS = ["method", "model", "dataset", "optimizer", "seed", "attack", "gradient", "eps", "pixels",
-           "queries", "steps", "n_images", "clean_acc", "robust_acc", "ci_low", "ci_high", "source"]
+from .run import RunFolder
+from ..layers import true_gradient
+from ..errors import UsageError
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -125,15 +113,15 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
     if bad:
         raise UsageError(f"unknown gradient(s) {bad}; valid: {', '.join(GRADIENTS)}")
     if attack == "transfer":  # compare the two runs before loading either's weights
-        target, crafted_on = read_run_config(run_dir), read_run_config(source)
+        target, crafted_on = RunFolder(run_dir).read_config(), RunFolder(source).read_config()
         for key in ("dataset", "model"):
             if crafted_on[key] != target[key]:
                 raise UsageError(f"transfer: the source run {source} has {key} "
                                  f"{crafted_on[key]!r}, the target {target[key]!r}; craft the "
                                  f"examples on a bp run of the same {key}")
-    model, config, _ = load_run(run_dir, device=device)
+    model, config, _ = RunFolder(run_dir).load_model(device=device)
     device_ = next(model.parameters()).device
-    crafter = load_run(source, device=device)[0] if attack == "transfer" else model
+    crafter = RunFolder(source).load_model(device=device)[0] if attack == "transfer" else model
     test = load(config["dataset"], config["data_root"], "test")
     if n > len(test):
         raise UsageError(f"--n {n} is more than the {len(test)} test images of {config['dataset']}; "
@@ -174,7 +162,7 @@ def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: i
                 "steps": steps if attack in ("pgd", "tpgd", "apgd", "transfer") else math.nan,
                 "n_images": n, "clean_acc": clean_hits / n, "robust_acc": robust_hits / n,
                 "ci_low": low, "ci_high": high, "source": str(source) if source else ""})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=ATTACK_COLUMNS)
 
 
 def attack_to_csv(out: str | Path, *args, **kwargs) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from .errors import CheckpointError, RunError, UntrustedCheckpoint
+from ..errors import CheckpointError, RunError, UntrustedCheckpoint
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

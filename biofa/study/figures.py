@@ -1,6 +1,6 @@
 """The study's figures (PNG): training curves, alignment, robustness.
 
-Split from ``biofa.report`` so that only the commands that draw pay for matplotlib.
+Apart from the tables so that only the commands that draw pay for matplotlib.
 
 Each figure comes as a pair: ``draw_NAME(frame, ...)`` returns the matplotlib Figure, and
 ``fig_NAME(frame, out, ...)`` draws it and writes the PNG. The Figure is what a caller
@@ -28,11 +28,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from . import io  # noqa: E402
-from .errors import UsageError  # noqa: E402
-from .methods import PAPER_METHODS  # noqa: E402
-from .report import (  # noqa: E402
-    GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS, _methods, _order,
-    _read_csv, _settings, method_label, setting_label)
+from ..errors import UsageError  # noqa: E402
+from ..methods import PAPER_METHODS  # noqa: E402
+from .collect import read_csv  # noqa: E402
+from .names import (  # noqa: E402
+    GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS, method_label, order,
+    ordered_methods, setting_label, settings_of)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -143,7 +144,7 @@ def draw_training(training: pd.DataFrame) -> Figure:
     _require(training, REQUIRED["training"], "training")
     frame = _labelled(training)
     frame["val_error"] = 100 * (1 - frame["val_acc1"].astype(float))
-    settings, methods = _settings(frame), _methods(frame["method"])
+    settings, methods = settings_of(frame), ordered_methods(frame["method"])
     fig, axes = _grid(1, len(settings))
     for ax, setting in zip(axes[0], settings):
         sns.lineplot(data=_setting_of(frame, setting), x="epoch", y="val_error",
@@ -191,7 +192,7 @@ def draw_alignment(alignment: pd.DataFrame) -> Figure:
     per_run = (alignment.groupby(KEYS + ["epoch"], sort=False)[metrics_]
                .mean().reset_index())  # mean over layers, NaN skipped
     frame = _labelled(per_run)
-    settings, methods = _settings(frame), _methods(frame["method"])
+    settings, methods = settings_of(frame), ordered_methods(frame["method"])
     fig, axes = _grid(len(metrics_), len(settings), height=3.0, sharex="col")
     for row, metric in enumerate(metrics_):
         for col, setting in enumerate(settings):
@@ -201,7 +202,7 @@ def draw_alignment(alignment: pd.DataFrame) -> Figure:
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
             else:
                 sns.lineplot(data=data, x="epoch", y=metric, errorbar="sd", ax=ax, legend=False,
-                             **_hue(_methods(data["method"])))
+                             **_hue(ordered_methods(data["method"])))
             _zero_based(ax, metric, data[metric] if not data.empty else None)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(xlabel="epoch" if row == len(metrics_) - 1 else "",
@@ -228,13 +229,13 @@ def draw_alignment_layers(alignment: pd.DataFrame) -> Figure:
     frame = _labelled(last.dropna(subset=["weight_angle"]))
     if frame.empty:
         return _placeholder(title, "no weight angles measured (e.g. only DFA runs)")
-    settings, methods = _settings(frame), _methods(frame["method"])
+    settings, methods = settings_of(frame), ordered_methods(frame["method"])
     n_layers = max(_setting_of(frame, s)["layer"].nunique() for s in settings)
     fig, axes = _grid(len(settings), 1, width=min(24.0, max(6.0, 0.22 * n_layers * len(methods))),
                       height=3.6)
     for ax, setting in zip(axes[:, 0], settings):
         data = _setting_of(frame, setting)
-        present = _methods(data["method"])
+        present = ordered_methods(data["method"])
         sns.barplot(data=data, x="layer", y="weight_angle", hue="Method",
                     hue_order=[method_label(m) for m in present],
                     palette={method_label(m): PALETTE.get(m, "#7f7f7f") for m in present},
@@ -267,7 +268,7 @@ def _curve(ax, data: pd.DataFrame, x: str, method: str, ls: str = "-") -> None:
 def _load_robustness_reference(reference):
     if reference is None:
         return None
-    return reference if isinstance(reference, pd.DataFrame) else _read_csv(Path(reference))
+    return reference if isinstance(reference, pd.DataFrame) else read_csv(Path(reference))
 
 
 def _published_points(ax, reference, setting, attack: str, x: str) -> bool:
@@ -289,7 +290,7 @@ PUBLISHED_HANDLE = Line2D([], [], marker="*", ls="", color="#bbbbbb", markeredge
 
 
 def _attack_settings(frame: pd.DataFrame) -> list[tuple]:
-    return _settings(frame, with_optimizer=_has_optimizer(frame))
+    return settings_of(frame, with_optimizer=_has_optimizer(frame))
 
 
 def _attack_rows(attacks: pd.DataFrame, names, figure: str, x: str) -> pd.DataFrame:
@@ -307,7 +308,7 @@ def _attack_rows(attacks: pd.DataFrame, names, figure: str, x: str) -> pd.DataFr
              if not frame.empty and frame[column].isna().all()]
     if empty:
         raise UsageError(f"the {figure} figure: the column(s) {', '.join(empty)} hold no values "
-                         f"in the {', '.join(_order(frame['attack'], names))} rows")
+                         f"in the {', '.join(order(frame['attack'], names))} rows")
     return frame
 
 
@@ -325,8 +326,8 @@ def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
     if frame.empty:
         return _placeholder(title, "no white-box or square results in this study")
     reference = _load_robustness_reference(reference)
-    names = _order(frame["attack"], ROBUSTNESS_ATTACKS)
-    settings, methods = _attack_settings(frame), _methods(frame["method"])
+    names = order(frame["attack"], ROBUSTNESS_ATTACKS)
+    settings, methods = _attack_settings(frame), ordered_methods(frame["method"])
     fig, axes = _grid(len(settings), len(names), sharey=True)
     gradients, published = set(), False
     for row, setting in enumerate(settings):
@@ -334,7 +335,7 @@ def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
             ax = axes[row][col]
             data = _setting_of(frame, setting)
             data = data[data["attack"] == attack]
-            for method in _methods(data["method"]):
+            for method in ordered_methods(data["method"]):
                 for gradient, group in data[data["method"] == method].groupby("gradient"):
                     gradients.add(gradient)
                     _curve(ax, group, "eps", method, GRADIENT_STYLES.get(gradient, ":"))
@@ -352,7 +353,7 @@ def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
              for ls, label in (("-", solid), ("--", GRADIENT_LABELS["true"] if "true" in gradients
                                                     else "")) if label]
     if published:  # stars may show methods this study did not attack
-        methods = _methods(list(methods) + list(reference["method"]))
+        methods = ordered_methods(list(methods) + list(reference["method"]))
     _method_legend(fig, methods, extra + ([PUBLISHED_HANDLE] if published else []), dash_kp=False)
     fig.suptitle(f"{title} (mean over seeds, band: 95% Wilson interval)")
     fig.tight_layout()
@@ -366,19 +367,19 @@ def _strength_figure(attacks, attack: str, x: str, xlabel: str, title: str,
     if frame.empty:
         return _placeholder(title, f"no {attack} results in this study")
     reference = _load_robustness_reference(reference)
-    settings, methods = _attack_settings(frame), _methods(frame["method"])
+    settings, methods = _attack_settings(frame), ordered_methods(frame["method"])
     fig, axes = _grid(1, len(settings), sharey=True)
     published = False
     for ax, setting in zip(axes[0], settings):
         data = _setting_of(frame, setting)
-        for method in _methods(data["method"]):
+        for method in ordered_methods(data["method"]):
             _curve(ax, data[data["method"] == method], x, method,
                    "-" if method in PAPER_METHODS else "--")
         published |= _published_points(ax, reference, setting, attack, x)
         ax.set(title=setting_label(*setting), xlabel=xlabel, ylabel="robust accuracy (%)",
                ylim=(0, 100))
     if published:  # stars may show methods this study did not attack
-        methods = _methods(list(methods) + list(reference["method"]))
+        methods = ordered_methods(list(methods) + list(reference["method"]))
     _method_legend(fig, methods, [PUBLISHED_HANDLE] if published else [])
     fig.suptitle(f"{title} (mean over seeds, band: 95% Wilson interval)")
     fig.tight_layout()

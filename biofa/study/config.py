@@ -20,10 +20,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ConfigError
-from .layers import LAYER_OPTIONS
-from .methods import INITS, METHODS
-from .models import MODELS
+from ..errors import ConfigError
+from ..layers import LAYER_OPTIONS
+from ..methods import INITS, METHODS
+from ..models import MODELS
 
 
 def _number(minimum=None, exclusive=None, **extra):

@@ -1,25 +1,16 @@
 """``biofa train CONFIG --out DIR``: one model, one learning rule, one seed.
 
 Reads top to bottom: set up, resume if DIR holds a checkpoint, then per epoch train,
-validate, measure alignment and write every output atomically. Files in DIR:
-
-    config.yaml     the resolved config (defaults filled in)
-    metrics.csv     one row per epoch: train/val loss and top-1/top-5 accuracy, lr, seconds
-    alignment.csv   long format: epoch, layer, method, weight_angle, norm_ratio, gradient_angle
-    best.pt         weights of the best validation epoch (epoch 0: the initial weights)
-    last.pt         weights, optimiser, scheduler and RNG states after the last epoch, or
-                    at the step where a stop signal (SIGTERM, SIGUSR1, Ctrl-C) came
-    status.json     running | complete | diverged, and the epoch reached
-    run.json        each session that trained it: start, end, how it ended, biofa/torch/CUDA
-                    versions, device, host and the git commit of the working directory
-    .lock           held while a process trains into DIR: a second one is refused
+validate, measure alignment and write every output atomically (the files are listed
+in :mod:`biofa.study.run`). One process trains a folder at a time; a stop signal
+(SIGTERM, SIGUSR1, Ctrl-C) writes a checkpoint at the current step, and running the
+same command again continues from it with the numbers of an uninterrupted run.
 
 Checkpoints hold tensors and plain values only and are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -32,7 +23,6 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -40,57 +30,20 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 import yaml
+from torch import nn
 from tqdm import tqdm
 
-from . import io, metrics
-from .errors import CheckpointError, ConfigError, RunError, RunLocked
-from .convert import convert
-from .data import DATASETS, loaders
-from .models import build
+from .. import metrics
+from ..errors import CheckpointError, RunError
+from . import io
+from .data import loaders
+from .device import resolve_device
+from .evaluate import accumulate, evaluate_model, inputs, summary
+from .run import RunFolder, build_model, now
 
 
 # ----------------------------------------------------------------------------- set-up
-
-_CLAIMED: list = []  # open lock files: a claim lasts as long as the process
-
-
-def claim_gpu(lock_dir: str | None = None) -> int:
-    """Index of a GPU no other biofa process on this machine holds.
-
-    With several visible GPUs, each job of a workflow (``resources: gpu=N`` lets N run at
-    once) takes the first GPU whose lock file it can lock, so jobs spread one per GPU.
-    A scheduler that sets CUDA_VISIBLE_DEVICES leaves one GPU visible: index 0.
-    """
-    import fcntl
-    import os
-    import tempfile
-
-    count = torch.cuda.device_count()
-    if count <= 1:
-        return 0
-    folder = lock_dir or tempfile.gettempdir()
-    for index in range(count):
-        handle = open(os.path.join(folder, f"biofa-gpu{index}.lock"), "w")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _CLAIMED.append(handle)
-        return index
-    return os.getpid() % count  # more jobs than GPUs: share, spread by process id
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", claim_gpu()) if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'device': {name!r} asked for, but CUDA is not available; "
-                          "use 'auto' or 'cpu'")
-    return torch.device(name)
-
 
 def set_runtime(config: dict) -> None:
     """Threads and determinism, before any tensor is made."""
@@ -109,21 +62,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_model(config: dict, device: torch.device | str = "cpu") -> nn.Module:
-    """The config's model, with its data set's normalisation inside, converted to its method."""
-    info = DATASETS[config["dataset"]]
-    model = build(config["model"], num_classes=info.num_classes, in_channels=info.input_size[0],
-                  normalize=(info.mean, info.std))
-    options = dict(config["layer"])
-    if config["method"] == "dfa":
-        options["input_size"] = info.input_size
-    convert(model, config["method"], **options)
-    model = model.to(device)
-    if config.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def make_optimizer(config: dict, model: nn.Module) -> torch.optim.Optimizer:
@@ -174,25 +112,6 @@ def set_rng_state(state: dict) -> None:
 
 # ----------------------------------------------------------------------------- epochs
 
-def _inputs(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def _accumulate(totals: torch.Tensor, logits, y, loss) -> int:
-    """Add the batch's loss sum and top-1/top-5 hits to ``totals`` on device; return its size."""
-    k = min(5, logits.shape[1])
-    hits = logits.topk(k, dim=1).indices == y[:, None]
-    totals += torch.stack([loss.detach().float() * y.shape[0], hits[:, 0].sum().float(),
-                           hits.any(dim=1).sum().float()])
-    return y.shape[0]
-
-
-def _summary(totals: torch.Tensor, n: int) -> dict:
-    loss, top1, top5 = totals.tolist()  # the one host sync of an epoch
-    return {"loss": loss / n, "acc1": top1 / n, "acc5": top5 / n, "n": n}
-
-
 def train_epoch(model, loader, optimizer, scaler, device, config, desc="", *, partial=None,
                 stop=None) -> dict:
     """One pass over ``loader``, or its rest when ``partial`` says where a stopped pass was.
@@ -215,7 +134,7 @@ def train_epoch(model, loader, optimizer, scaler, device, config, desc="", *, pa
     progress = tqdm(batches, desc=desc, leave=False, initial=done, total=len(loader),
                     disable=not sys.stderr.isatty())
     for x, y in progress:
-        x, y = _inputs(x, device, config["channels_last"]), y.to(device, non_blocking=True)
+        x, y = inputs(x, device, config["channels_last"]), y.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=use_amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -223,25 +142,12 @@ def train_epoch(model, loader, optimizer, scaler, device, config, desc="", *, pa
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        n += _accumulate(totals, logits, y, loss)
+        n += accumulate(totals, logits, y, loss)
         done += 1
         if stop is not None and stop() and done < len(loader):
             progress.close()
             return {"stopped": {"batches": done, "n": n, "totals": totals.cpu()}}
-    return _summary(totals, n)
-
-
-@torch.no_grad()
-def evaluate_model(model, loader, device, amp: bool = False, channels_last: bool = False) -> dict:
-    """Loss, top-1 and top-5 accuracy over a whole loader (averaged over images)."""
-    model.eval()
-    totals, n = torch.zeros(3, device=device), 0
-    for x, y in loader:
-        x, y = _inputs(x, device, channels_last), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            logits = model(x)
-        n += _accumulate(totals, logits.float(), y, F.cross_entropy(logits.float(), y))
-    return _summary(totals, n)
+    return summary(totals, n)
 
 
 def alignment_rows(model, epoch: int, batch) -> list[dict]:
@@ -260,19 +166,13 @@ def alignment_batch(loader, size: int, device, channels_last: bool):
         n += len(y)
         if n >= size:
             break
-    return _inputs(torch.cat(xs)[:size], device, channels_last), torch.cat(ys)[:size].to(device)
+    return inputs(torch.cat(xs)[:size], device, channels_last), torch.cat(ys)[:size].to(device)
 
 
 # ----------------------------------------------------------------------------- the run
 
 METRICS_COLUMNS = ["epoch", "train_loss", "train_acc1", "train_acc5", "val_loss", "val_acc1",
                    "val_acc5", "lr", "seconds"]
-
-#: What a run folder holds besides config.yaml; ``--restart`` removes these (and the
-#: evaluations of the old weights) before training afresh.
-RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "alignment.csv", "status.json", "run.json",
-             "test.json", "val.json")
-LOCK_FILE = ".lock"
 
 #: The signals that stop training with a checkpoint: what a scheduler sends before it
 #: kills a job (SLURM: SIGTERM, or the one of ``--signal=USR1@120``) and Ctrl-C.
@@ -282,7 +182,7 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
 #: the job, which resumes from the checkpoint. Ctrl-C keeps the shell's 130.
 STOPPED_EXIT = 75
 
-log = logging.getLogger("biofa.train")
+log = logging.getLogger("biofa.study.train")
 
 
 class Stopped(Exception):
@@ -322,43 +222,6 @@ def _stop_on_signals() -> Iterator[list[int]]:
             signal.signal(sig, old)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Hold ``out``'s lock for the block: one training process per run folder.
-
-    ``flock`` is released by the kernel when the process dies, however it dies, so a
-    killed job never leaves a stale lock. A folder this call created and nothing else
-    wrote into is removed again, so a run that fails before its first output leaves
-    nothing behind.
-    """
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise RunLocked(f"{out} is being trained right now by {holder}; wait for it to finish, "
-                        "or train into another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"biofa train (pid {os.getpid()} on {socket.gethostname()}, since {_now()})\n")
-    handle.flush()
-    try:
-        yield
-    finally:
-        if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
-            (out / LOCK_FILE).unlink()
-            out.rmdir()
-        handle.close()
-
-
 def _checkout_commit(folder: Path) -> str | None:
     """The git commit of the checkout ``folder`` lies in (a workflow's), '+dirty' if edited."""
     try:
@@ -375,7 +238,7 @@ def _checkout_commit(folder: Path) -> str | None:
 
 def _provenance(device: torch.device) -> dict:
     """What produced a run: software versions, machine and the workflow checkout."""
-    from . import __version__
+    from .. import __version__
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         platform.processor() or platform.machine())
@@ -389,35 +252,30 @@ def _provenance(device: torch.device) -> dict:
 class _Record:
     """``run.json``: each session that trained this run folder, with what it ran on."""
 
-    def __init__(self, out: Path, device: torch.device, fresh: bool):
-        self.path = out / "run.json"
+    def __init__(self, out: RunFolder, device: torch.device, fresh: bool):
+        self.path = out / out.RECORD
         previous = [] if fresh or not self.path.exists() else io.read_json(self.path)["sessions"]
-        self.session = {**_provenance(device), "started": _now(), "ended": None, "ended_as": None}
+        self.session = {**_provenance(device), "started": now(), "ended": None, "ended_as": None}
         self.sessions = previous + [self.session]
         self.write()
 
     def end(self, how: str) -> None:
-        self.session.update(ended=_now(), ended_as=how)
+        self.session.update(ended=now(), ended_as=how)
         self.write()
 
     def write(self) -> None:
         io.write_json(self.path, {"sessions": self.sessions})
 
 
-def _clear(out: Path) -> None:
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-
-
 _CHECKPOINT_KEYS = {"model", "epoch", "status", "history", "alignment", "best", "best_model"}
 
 
-def _resume_point(out: Path, config: dict, restart: bool, restart_on_change: bool) -> dict | None:
+def _resume_point(out: RunFolder, config: dict, restart: bool, restart_on_change: bool) -> dict | None:
     """The checkpoint to resume from, if ``out`` holds one of this same config."""
-    saved, last = out / "config.yaml", out / "last.pt"
-    fresh = f"start the run afresh with: biofa train CONFIG --out {out} --restart"
+    saved, last = out / out.CONFIG, out / out.LAST
+    fresh = out.restart_hint()
     if restart:
-        _clear(out)
+        out.clear()
         return None
     if not saved.exists():
         return None
@@ -430,25 +288,25 @@ def _resume_point(out: Path, config: dict, restart: bool, restart_on_change: boo
             raise RunError(f"{out} holds a run with a different config; delete the folder, "
                            "choose another --out, or pass --restart-on-change")
         log.info("%s: the config changed, starting the run afresh", out)
-        _clear(out)
+        out.clear()
         return None
     if not last.exists():
         return None
-    state = io.load_torch(last, fresh)
+    state = out.load_checkpoint(out.LAST)
     if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= set(state):
         raise CheckpointError(f"{last} is not a biofa training checkpoint; {fresh}")
     return state
 
 
-def _write_outputs(out: Path, state: dict) -> None:
+def _write_outputs(out: RunFolder, state: dict) -> None:
     """Every output file from the checkpoint's record (so deleted outputs come back)."""
-    io.write_csv(out / "metrics.csv", pd.DataFrame(state["history"], columns=METRICS_COLUMNS))
-    io.write_csv(out / "alignment.csv", pd.DataFrame(state["alignment"]))
-    if state["best_model"] is not None and not (out / "best.pt").exists():
-        io.save_torch(out / "best.pt", {"model": state["best_model"], **state["best"]})
+    io.write_csv(out / out.METRICS, pd.DataFrame(state["history"], columns=METRICS_COLUMNS))
+    io.write_csv(out / out.ALIGNMENT, pd.DataFrame(state["alignment"]))
+    if state["best_model"] is not None and not (out / out.BEST).exists():
+        io.save_torch(out / out.BEST, {"model": state["best_model"], **state["best"]})
     status = {**state["status"], "best_epoch": state["best"]["epoch"],
               "best_val_acc1": state["best"]["val_acc1"]}
-    io.write_json(out / "status.json", status)
+    io.write_json(out / out.STATUS, status)
 
 
 def _duration(seconds: float) -> str:
@@ -466,17 +324,17 @@ def train(config: dict, out: str | Path, restart_on_change: bool = False,
     continues from that step with the numbers of an uninterrupted run. ``restart``
     discards what ``out`` holds (e.g. a corrupted checkpoint) and starts afresh.
     """
-    out = Path(out)
-    with _locked(out), _stop_on_signals() as signals:
+    out = RunFolder(out)
+    with out.lock(), _stop_on_signals() as signals:
         return _train(config, out, restart_on_change, restart, signals)
 
 
-def _train(config: dict, out: Path, restart_on_change: bool, restart: bool,
+def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
            signals: list[int]) -> dict:
     last = _resume_point(out, config, restart, restart_on_change)
     if last is not None and last["status"]["status"] != "running":
         _write_outputs(out, last)  # finished: only restore what may have been deleted
-        return io.read_json(out / "status.json")
+        return io.read_json(out / out.STATUS)
 
     set_runtime(config)
     device = resolve_device(config["device"])
@@ -506,15 +364,15 @@ def _train(config: dict, out: Path, restart_on_change: bool, restart: bool,
         else:
             log.info("resuming %s after epoch %d", out, last["epoch"])
     else:
-        io.write_yaml(out / "config.yaml", config)
+        io.write_yaml(out / out.CONFIG, config)
         state = {"history": [], "alignment": alignment_rows(model, 0, probe),
                  "best": {"epoch": 0, "val_acc1": -1.0}, "best_model": None,
                  "status": {"status": "running", "epoch": 0}}
-        io.save_torch(out / "best.pt", {"model": model.state_dict(), **state["best"]})
+        io.save_torch(out / out.BEST, {"model": model.state_dict(), **state["best"]})
     record = _Record(out, device, fresh=last is None)
 
     def checkpoint(epoch: int, **extra) -> None:
-        io.save_torch(out / "last.pt", {
+        io.save_torch(out / out.LAST, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "rng": rng_state(), "epoch": epoch, **state, **extra})
@@ -522,7 +380,7 @@ def _train(config: dict, out: Path, restart_on_change: bool, restart: bool,
     def stop(where: str) -> Stopped:
         name = signal.Signals(signals[0]).name
         record.end(f"stopped by {name}")
-        return Stopped(f"{out}: stopped by {name} {where}; {out / 'last.pt'} resumes it: run the "
+        return Stopped(f"{out}: stopped by {name} {where}; {out / out.LAST} resumes it: run the "
                        "same command again", signals[0])
 
     epoch_seconds: list[float] = []
@@ -560,7 +418,7 @@ def _train(config: dict, out: Path, restart_on_change: bool, restart: bool,
             if val["acc1"] > state["best"]["val_acc1"]:
                 state["best"] = {"epoch": epoch, "val_acc1": val["acc1"]}
                 state["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                io.save_torch(out / "best.pt", {"model": state["best_model"], **state["best"]})
+                io.save_torch(out / out.BEST, {"model": state["best_model"], **state["best"]})
             done = epoch == config["epochs"]
             state["status"] = {"status": "complete" if done else "running", "epoch": epoch}
             checkpoint(epoch)
@@ -578,20 +436,19 @@ def _train(config: dict, out: Path, restart_on_change: bool, restart: bool,
         record.end(f"failed: {type(error).__name__}")
         raise
     record.end(state["status"]["status"])
-    return io.read_json(out / "status.json")
+    return io.read_json(out / out.STATUS)
 
 
-def _record_divergence(out: Path, state: dict) -> None:
+def _record_divergence(out: RunFolder, state: dict) -> None:
     """Mark the run diverged; last.pt keeps the weights of a finite epoch, never NaNs.
 
     Those are last.pt's own when it was written at an epoch's end, otherwise (no epoch
     finished yet, or a mid-epoch checkpoint of the epoch that diverged) best.pt's,
     under best.pt's epoch.
     """
-    fresh = f"start the run afresh with: biofa train CONFIG --out {out} --restart"
-    kept = io.load_torch(out / "last.pt", fresh) if (out / "last.pt").exists() else None
+    kept = out.load_checkpoint(out.LAST) if (out / out.LAST).exists() else None
     if kept is None or "partial" in kept:
-        best = io.load_torch(out / "best.pt", fresh)
+        best = out.load_checkpoint(out.BEST)
         kept = {"model": best["model"], "epoch": best["epoch"]}
-    io.save_torch(out / "last.pt", {**kept, **state})
+    io.save_torch(out / out.LAST, {**kept, **state})
     _write_outputs(out, state)

@@ -17,9 +17,22 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.util import find_spec
 
-import yaml
-from .errors import BiofaError, UsageError
+# The command is the study's, whose packages are the extra biofa[study]: a library-only
+# install gets one line naming it, not an ImportError from whichever step needs one first.
+STUDY_MODULES = ("yaml", "jsonschema", "numpy", "pandas", "matplotlib", "seaborn", "sklearn",
+                 "torchattacks", "tqdm")
+_missing = [name for name in STUDY_MODULES if find_spec(name) is None]
+if _missing:
+    sys.exit(f"biofa: the biofa command needs the study's packages ({', '.join(_missing)} "
+             "missing): pip install \"biofa[study]\"")
+
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+from ..errors import BiofaError, UsageError
 
 
 def _set(config: dict, assignment: str) -> None:
@@ -42,7 +55,7 @@ def _set(config: dict, assignment: str) -> None:
 
 
 def cmd_methods(args) -> int:
-    from .methods import METHODS, PAPER_METHODS
+    from ..methods import METHODS, PAPER_METHODS
 
     for name, rule in METHODS.items():
         mark = "" if name in PAPER_METHODS else "  (not in Sanfiz & Akrout 2021)"
@@ -112,7 +125,7 @@ def cmd_check(args) -> int:
     A study is checked as a whole (every run it would train, every attack target), so a
     mistake is found here rather than hours into a workflow."""
     from .config import read, validate
-    from .errors import ConfigError
+    from ..errors import ConfigError
     from .study_config import is_study, runs, validate_study
 
     raw = read(args.config)
@@ -126,6 +139,106 @@ def cmd_check(args) -> int:
         raise ConfigError(f"{args.config}: {error}") from None
     print(f"{args.config}: ok ({count} run{'' if count == 1 else 's'})")
     return 0
+
+
+def _existing(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{what} {path} does not exist")
+    return path
+
+
+def cmd_collect(args) -> int:
+    from .collect import collect_runs, write_collected
+
+    frames = collect_runs(args.runs)
+    for path in write_collected(frames, args.out_dir):
+        print(path)
+    return 0
+
+
+def cmd_attacks(args) -> int:
+    from . import io
+    from .collect import collect_attacks
+
+    frame = collect_attacks(args.csv, optimizer=args.optimizer)
+    io.write_csv(args.out, frame)
+    print(f"{args.out}: {len(frame)} rows from {len(args.csv)} files")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .collect import read_csv
+    from .names import ACCURACY_COLUMNS
+    from .tables import error_table, write_table
+
+    accuracy = read_csv(_existing(args.accuracy, "accuracy CSV"), ACCURACY_COLUMNS)
+    table = error_table(accuracy, args.reference)
+    for path in write_table(table, args.prefix):
+        print(path)
+    return 0
+
+
+def cmd_figure(args) -> int:
+    import pandas as pd
+
+    from .collect import read_csv
+    from .figures import FIGURES  # matplotlib only for the command that draws
+    from .names import ATTACK_COLUMNS
+
+    if args.name not in FIGURES:
+        raise UsageError(f"unknown figure {args.name!r}; valid: {', '.join(FIGURES)}")
+    frame = read_csv(_existing(args.input, "input CSV"))
+    if args.name in ("robustness", "onepixel", "transfer"):
+        for column in ATTACK_COLUMNS:
+            if column not in frame.columns:
+                frame[column] = pd.Series(dtype=object)
+    kwargs = {"reference": args.reference} if args.name in ("robustness", "onepixel") else {}
+    if args.reference and not kwargs:
+        raise UsageError(f"--reference applies to the robustness and onepixel figures, "
+                         f"not {args.name}")
+    if args.reference:
+        _existing(args.reference, "reference CSV")
+    print(FIGURES[args.name](frame, args.out, **kwargs))
+    return 0
+
+
+def _add_report_commands(subparsers) -> None:
+    """Add ``biofa report collect|attacks|table|figure`` to the ``biofa`` parser."""
+    from .names import FIGURE_NAMES
+
+    report = subparsers.add_parser("report", help="tables and figures from runs and attack CSVs")
+    sub = report.add_subparsers(dest="report_command", required=True, metavar="STEP")
+
+    p = sub.add_parser("collect", help="run folders -> accuracy.csv, training.csv, alignment.csv")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR",
+                   help="run folders (or a file inside each, e.g. RUN_DIR/test.json)")
+    p.add_argument("--out-dir", required=True, metavar="DIR")
+    p.set_defaults(run=cmd_collect)
+
+    p = sub.add_parser("attacks", help="concatenate biofa attack CSVs")
+    p.add_argument("--csv", nargs="+", required=True, metavar="CSV")
+    p.add_argument("--out", required=True, metavar="FILE.csv")
+    p.add_argument("--optimizer", help="for CSVs that lack the optimizer column: its value (sgd, adam)")
+    p.set_defaults(run=cmd_attacks)
+
+    p = sub.add_parser("table", help="top-1 error table next to the paper's (.md .tex .csv)")
+    p.add_argument("--accuracy", required=True, metavar="accuracy.csv")
+    p.add_argument("--reference", default="config/reference/paper_results.csv", metavar="CSV",
+                   help="published errors (default config/reference/paper_results.csv)")
+    p.add_argument("--prefix", required=True, metavar="PREFIX",
+                   help="writes PREFIX.md, PREFIX.tex and PREFIX.csv")
+    p.set_defaults(run=cmd_table)
+
+    p = sub.add_parser("figure", help="one PNG figure")
+    p.add_argument("name", choices=FIGURE_NAMES, metavar="NAME",
+                   help=f"one of {', '.join(FIGURE_NAMES)}")
+    p.add_argument("--input", required=True, metavar="CSV",
+                   help="training.csv / alignment.csv from collect, or attacks CSV")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--reference", metavar="CSV",
+                   help="robustness/onepixel: config/reference/paper_robustness.csv, drawn as stars")
+    p.set_defaults(run=cmd_figure)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_evaluate)
 
-    from .attack import ATTACKS, PAPER_SQUARE_QUERIES
+    from .names import ATTACKS, FIGURE_NAMES, PAPER_SQUARE_QUERIES
     p = sub.add_parser("attack", help="adversarial robustness of a run's best checkpoint")
     p.add_argument("run_dir", metavar="DIR")
     p.add_argument("--attack", required=True, choices=ATTACKS)
@@ -181,8 +294,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML study config (with experiments:) or run config")
     p.set_defaults(run=cmd_check)
 
-    from .report import add_commands
-    add_commands(sub)
+    _add_report_commands(sub)
     return top
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from .errors import DatasetCorrupt, DatasetMissing, UsageError
+from ..errors import DatasetCorrupt, DatasetMissing, UsageError
 
 __all__ = ["DATASETS", "DatasetInfo", "DatasetMissing", "SPLITS", "load", "loaders", "prepare",
            "split_indices"]
@@ -162,7 +162,7 @@ def _missing_message(name: str, root: Path, cause: object = None) -> str:
     """Explain which files are missing, where they go, and how to retry."""
     root = Path(root)
     folder = _files_folder(name, root)
-    retry = f"then run `biofa data {name} --root {root}` (or biofa.data.prepare({name!r}, {str(root)!r}))"
+    retry = f"then run `biofa data {name} --root {root}` (or biofa.study.data.prepare({name!r}, {str(root)!r}))"
     if name == "imagenet":
         base = root / "imagenet"
         text = (f"data set 'imagenet' is missing or incomplete: expected {base / 'train'} and "

@@ -1,0 +1,107 @@
+"""The study's vocabulary: keys, names, orders and colours that every step shares.
+
+Plain data and a few pure helpers, importing neither torch nor matplotlib, so that the
+training, attack, table and figure steps (and the workflow) name things one way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..methods import PAPER_METHODS
+
+# ----------------------------------------------------------------------------- attacks
+
+WHITE_BOX = ("fgsm", "pgd", "tpgd", "apgd")
+BLACK_BOX = ("square", "onepixel")
+ATTACKS = WHITE_BOX + BLACK_BOX + ("transfer",)
+GRADIENTS = ("feedback", "true")
+
+#: The paper's black-box settings: Square with 50 queries, OnePixel with DE steps 30, popsize 150.
+PAPER_SQUARE_QUERIES = 50
+ONEPIXEL_STEPS, ONEPIXEL_POPSIZE = 30, 150
+
+#: A row's run is keyed by method, model, dataset, optimizer and seed: SGD and Adam
+#: models of one architecture are different settings, never seeds of one.
+ATTACK_COLUMNS = ["method", "model", "dataset", "optimizer", "seed", "attack", "gradient", "eps", "pixels",
+           "queries", "steps", "n_images", "clean_acc", "robust_acc", "ci_low", "ci_high", "source"]
+
+# ----------------------------------------------------------------------------- runs and tables
+
+KEYS = ["dataset", "model", "optimizer", "method", "seed"]
+TEXT_COLUMNS = ["dataset", "model", "optimizer", "method", "attack", "gradient", "source", "status"]
+ACCURACY_COLUMNS = KEYS + ["status", "epochs_done", "best_epoch", "top1_error", "n_images",
+                           "in_paper", "run_dir"]
+
+#: Rows of every table and legend, in the paper's order; kp (not in the paper) last.
+METHOD_ORDER = tuple(PAPER_METHODS) + ("kp",)
+
+#: One colour per method, the same in every figure.
+PALETTE = {"bp": "#222222", "fa": "#1f77b4", "dfa": "#ff7f0e", "usf": "#2ca02c",
+           "brsf": "#d62728", "frsf": "#9467bd", "kp": "#8c564b"}
+
+DATASET_NAMES = {"digits": "Digits", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
+                 "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+MODEL_NAMES = {"lenet_mnist": "LeNet", "lenet_cifar": "LeNet", "resnet18": "ResNet-18",
+               "resnet20": "ResNet-20", "resnet32": "ResNet-32", "resnet44": "ResNet-44",
+               "resnet56": "ResNet-56", "resnet110": "ResNet-110"}
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
+
+FIGURE_NAMES = ("training", "alignment", "alignment_layers", "robustness", "onepixel", "transfer")
+ROBUSTNESS_ATTACKS = tuple(WHITE_BOX) + ("square",)
+GRADIENT_STYLES = {"feedback": "-", "true": "--", "none": "-", "transfer": "-"}
+GRADIENT_LABELS = {"feedback": "feedback gradient (the rule's own)",
+                   "true": "true gradient (exact backprop)",
+                   "none": "Square: outputs only"}
+
+TABLE_LEGEND = ("Top-1 test error (%): mean ± sample std over the seeds that completed "
+                "(one number when one seed did); published value of Sanfiz & Akrout 2021 in "
+                "parentheses, — where the paper has none; [k/n diverged] and [k/n unfinished] "
+                "count seeds left out of the mean because training diverged or is still running.")
+
+
+def method_label(method: str) -> str:
+    """How a method appears in tables and legends: kp says it is not in the paper."""
+    return method if method in PAPER_METHODS else f"{method} (not in paper)"
+
+
+def setting_label(dataset: str, model: str, optimizer: str | None = None) -> str:
+    """Readable column/panel header such as 'CIFAR-10 ResNet-20 SGD'."""
+    parts = [DATASET_NAMES.get(dataset, dataset), MODEL_NAMES.get(model, model)]
+    if optimizer is not None and not (isinstance(optimizer, float) and math.isnan(optimizer)):
+        parts.append(OPTIMIZER_NAMES.get(optimizer, str(optimizer)))
+    return " ".join(parts)
+
+
+def order(values, preferred) -> list:
+    """``values`` in ``preferred`` order, unknown ones after it, sorted."""
+    values = list(dict.fromkeys(values))
+    known = [v for v in preferred if v in values]
+    return known + sorted((v for v in values if v not in preferred), key=str)
+
+
+def ordered_methods(values) -> list[str]:
+    return order(values, METHOD_ORDER)
+
+
+def settings_of(frame: pd.DataFrame, with_optimizer: bool = True) -> list[tuple]:
+    """The (dataset, model[, optimizer]) combinations of ``frame``, in a stable reading order."""
+    columns = ["dataset", "model"] + (["optimizer"] if with_optimizer else [])
+    if frame.empty:
+        return []
+    combos = frame[columns].drop_duplicates().itertuples(index=False, name=None)
+    datasets, models = list(DATASET_NAMES), list(MODEL_NAMES)
+    optimizers = list(OPTIMIZER_NAMES)
+
+    def rank(combo):
+        dataset, model, *optimizer = combo
+        return (datasets.index(dataset) if dataset in datasets else len(datasets), str(dataset),
+                models.index(model) if model in models else len(models), str(model),
+                *[(optimizers.index(o) if o in optimizers else len(optimizers), str(o))
+                  for o in optimizer])
+
+    return sorted(combos, key=rank)
+
+
