@@ -8,19 +8,18 @@ backpropagation costs, one product for the error and one for the weight gradient
   when ``feedback`` is None (DFA's layers get their error from the output instead);
 * the gradient for ``feedback`` is grad_weight when ``learn_feedback`` (Kolen-Pollack).
 
-``clip`` clamps the incoming error elementwise to [-clip, clip] before it is used.
+``clip`` clamps the incoming error elementwise to [-clip, clip] before it is used;
+None (the only spelling) clips nothing. Layers normalise their ``gradient_clip`` option
+to one of the two.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import _native
 
 
 _CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default  # the overload: no lookup per call
@@ -92,33 +91,22 @@ class _Conv2dFeedback(torch.autograd.Function):
 class _Python:
     """The autograd Functions above: the reference, and the fallback backend."""
 
-    @staticmethod
-    def linear(x, weight, bias, feedback, learn_feedback, clip):
-        return _LinearFeedback.apply(x, weight, bias, feedback, learn_feedback, clip or None)
-
-    @staticmethod
-    def conv2d(x, weight, bias, feedback, learn_feedback, clip, stride, padding, dilation,
-               groups):
-        return _Conv2dFeedback.apply(x, weight, bias, feedback, learn_feedback, clip or None,
-                                     stride, padding, dilation, groups)
+    linear = staticmethod(_LinearFeedback.apply)
+    conv2d = staticmethod(_Conv2dFeedback.apply)
 
 
 _backend = None  # resolved at the first call: see backend()
 
 
 def backend():
-    """The module that runs the two functions: the compiled one or ``_Python``.
+    """What runs the two functions: the compiled module (``biofa._native``) or ``_Python``.
 
-    ``biofa/csrc/feedback.cpp`` does the same arithmetic with no Python call in the
-    backward pass, which is most of a small model's overhead over plain backprop (see
-    benchmarks/step_time.py). It is compiled once per machine at the first use (about 30 s;
-    cached by torch under ~/.cache/torch_extensions, or $TORCH_EXTENSIONS_DIR). Where it
-    cannot be built (no C++ compiler), or with BIOFA_NATIVE=0, the Python Functions run:
-    same results, slower on small models.
+    Tests and benchmarks switch backends by setting ``_backend``; the sign-concordant
+    rules' passes follow the same choice through ``compiled()``.
     """
     global _backend
     if _backend is None:
-        _backend = _load_native() or _Python
+        _backend = _native.load() or _Python
     return _backend
 
 
@@ -128,33 +116,15 @@ def compiled():
     return None if chosen is _Python else chosen
 
 
-def _load_native():
-    if os.environ.get("BIOFA_NATIVE", "1") == "0":
-        return None
-    try:
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        from torch.utils.cpp_extension import load
-
-        source = Path(__file__).with_name("csrc") / "feedback.cpp"
-        return load(name="biofa_feedback", sources=[str(source)], extra_cflags=["-O3"],
-                    verbose=False)
-    except Exception as error:  # noqa: BLE001 - any build failure falls back to Python
-        warnings.warn(f"biofa: the compiled feedback functions did not build ({type(error).__name__}: "
-                      f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''}); using "
-                      "the Python ones (same results, slower on small models). BIOFA_NATIVE=0 "
-                      "skips the build.", RuntimeWarning, stacklevel=3)
-        return None
-
-
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None,
            learn_feedback: bool = False, clip: float | None = None) -> Tensor:
     """``F.linear`` whose input gradient goes through ``feedback`` (any leading dims)."""
-    return (_backend or backend()).linear(x, weight, bias, feedback, learn_feedback, clip or 0.0)
+    return (_backend or backend()).linear(x, weight, bias, feedback, learn_feedback, clip)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None,
            stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups: int = 1,
            learn_feedback: bool = False, clip: float | None = None) -> Tensor:
     """``F.conv2d`` (integer padding) whose input gradient goes through ``feedback``."""
-    return (_backend or backend()).conv2d(x, weight, bias, feedback, learn_feedback, clip or 0.0,
+    return (_backend or backend()).conv2d(x, weight, bias, feedback, learn_feedback, clip,
                                           stride, padding, dilation, groups)

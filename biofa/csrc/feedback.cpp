@@ -27,7 +27,7 @@ struct FeedbackBackward : public Node {
   SavedVariable matrix;  // B; for a convolution that sends no error, W (for its shape)
   bool sends_error = true;
   bool learn = false;  // Kolen-Pollack: B's gradient is the weight's
-  double clip = 0.0;
+  c10::optional<double> clip;  // none: no clipping
   // convolution only
   bool conv = false;
   std::vector<int64_t> stride, padding, dilation;
@@ -46,7 +46,7 @@ struct FeedbackBackward : public Node {
   variable_list apply(variable_list&& grads) override {
     variable_list out(4);
     if (!grads[0].defined()) return out;
-    Tensor grad = clip > 0 ? grads[0].clamp(-clip, clip) : grads[0];
+    Tensor grad = clip ? grads[0].clamp(-*clip, *clip) : grads[0];
     const bool need_x = sends_error && task_should_compute_output(0);
     const bool need_w = task_should_compute_output(1);
     const bool need_b = bias_size >= 0 && task_should_compute_output(2);
@@ -84,7 +84,8 @@ c10::intrusive_ptr<FeedbackBackward> record(const Tensor& out, const Tensor& x,
                                             const Tensor& weight,
                                             const c10::optional<Tensor>& bias,
                                             const c10::optional<Tensor>& feedback, bool learn,
-                                            double clip, const c10::optional<Tensor>& matrix) {
+                                            c10::optional<double> clip,
+                                            const c10::optional<Tensor>& matrix) {
   const c10::optional<Tensor> learnt = learn ? feedback : c10::nullopt;
   if (!torch::autograd::compute_requires_grad(x, weight, bias, learnt)) return {};
   TORCH_CHECK(!torch::autograd::isFwGradDefined(x) && !torch::autograd::isFwGradDefined(weight),
@@ -102,7 +103,8 @@ c10::intrusive_ptr<FeedbackBackward> record(const Tensor& out, const Tensor& x,
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
-              const c10::optional<Tensor>& feedback, bool learn_feedback, double clip) {
+              const c10::optional<Tensor>& feedback, bool learn_feedback,
+              c10::optional<double> clip) {
   Tensor out;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -113,9 +115,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const c10::optional<Tensor>& bias,
-              const c10::optional<Tensor>& feedback, bool learn_feedback, double clip,
-              std::vector<int64_t> stride, std::vector<int64_t> padding,
-              std::vector<int64_t> dilation, int64_t groups) {
+              const c10::optional<Tensor>& feedback, bool learn_feedback,
+              c10::optional<double> clip, std::vector<int64_t> stride,
+              std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups) {
   Tensor out;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;

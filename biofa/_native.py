@@ -1,0 +1,37 @@
+"""The compiled extension (``biofa/csrc/feedback.cpp``): built at first use, or None.
+
+It does the arithmetic of ``biofa.functional`` and of the sign-concordant rules' per-step
+passes with no Python call per layer, which is most of a small model's overhead over
+plain backprop (see benchmarks/step_time.py). torch compiles it once per machine (about a
+minute) and caches it under ~/.cache/torch_extensions, or $TORCH_EXTENSIONS_DIR. Where it
+cannot be built (no C++ compiler), or with BIOFA_NATIVE=0, the Python code runs instead:
+same results, slower on small models.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("csrc") / "feedback.cpp"
+
+
+def load():
+    """The compiled module; None (with one warning if the build failed) where there is none."""
+    if os.environ.get("BIOFA_NATIVE", "1") == "0":
+        return None
+    try:
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from torch.utils.cpp_extension import load as build
+
+        return build(name="biofa_feedback", sources=[str(SOURCE)], extra_cflags=["-O3"],
+                     verbose=False)
+    except Exception as error:  # noqa: BLE001 - any build failure falls back to Python
+        last = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        warnings.warn(f"biofa: the compiled feedback functions did not build "
+                      f"({type(error).__name__}: {last}); using the Python ones (same "
+                      "results, slower on small models). BIOFA_NATIVE=0 skips the build.",
+                      RuntimeWarning, stacklevel=4)
+        return None
