@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .layers import LAYER_OPTIONS, Conv2d, FeedbackLayer, Linear
-from .methods import INITS, METHODS, DFAHub, get_rule
-from .methods.base import fill_
+from .layers import LAYER_OPTIONS, Conv2d, FeedbackLayer, Linear, redraw_parameters_
+from .methods import METHODS, DFAHub, get_rule
+from .methods.base import check_init
 from .errors import UsageError
 
 #: Options only ``dfa`` takes: the projections need the network's output size and the
@@ -109,8 +109,7 @@ def convert(model: nn.Module, method: str, **options) -> ConversionReport:
     (its name; default the last Linear/Conv2d in module order).
     """
     _check_options(method, options)
-    if options.get("init") not in (None, *INITS):
-        raise UsageError(f"unknown init {options['init']!r}; valid inits: {', '.join(INITS)}")
+    check_init(options.get("init"))
     dfa = {key: options.pop(key) for key in DFA_OPTIONS if key in options}
     targets = _targets(model)
     if not targets:
@@ -118,9 +117,7 @@ def convert(model: nn.Module, method: str, **options) -> ConversionReport:
     report = ConversionReport(method)
     if options.get("init") is not None:
         for _, module in targets:  # every W before any B: one seed, one start, any method
-            fill_(options["init"], module.weight.data)
-            if module.bias is not None:
-                module.bias.data.zero_()
+            redraw_parameters_(module, options["init"])
     if method == "dfa":
         setup_dfa = _DFAPlan(model, targets, **dfa)
         report.output_layer = setup_dfa.output

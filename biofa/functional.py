@@ -30,6 +30,11 @@ def _cast(tensor: Tensor, like: Tensor) -> Tensor:
     return tensor if tensor.dtype == like.dtype else tensor.to(like.dtype)
 
 
+def _clipped(error: Tensor, clip: float | None) -> Tensor:
+    """The incoming error clamped to [-clip, clip]; as it is when clip is None."""
+    return error if clip is None else error.clamp(-clip, clip)
+
+
 # The two Functions are written in the classic ``forward(ctx, ...)`` style: on CPU its
 # dispatch costs about a third of the ``setup_context`` style's, and per-layer Python
 # overhead is what separates a small network's step time from plain backprop
@@ -45,8 +50,7 @@ class _LinearFeedback(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, feedback = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if ctx.clip is not None:
-            grad_out = grad_out.clamp(-ctx.clip, ctx.clip)
+        grad_out = _clipped(grad_out, ctx.clip)
         grad_x = grad_w = grad_b = None
         if need_x and feedback is not None:
             grad_x = grad_out.matmul(_cast(feedback, grad_out))
@@ -77,8 +81,7 @@ class _Conv2dFeedback(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, matrix = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if ctx.clip is not None:
-            grad_out = grad_out.clamp(-ctx.clip, ctx.clip)
+        grad_out = _clipped(grad_out, ctx.clip)
         stride, padding, dilation, groups = ctx.conv
         mask = [need_x and ctx.sends_error, need_w or ctx.learn_feedback, need_b]
         grad_x, grad_w, grad_b = _CONVOLUTION_BACKWARD(

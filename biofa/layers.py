@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _steps, functional
-from .methods import INITS, get_rule
-from .methods.base import Rule, fill_
+from .methods import get_rule
+from .methods.base import Rule, check_init, fill_
 from .errors import UsageError
 
 #: Options every method accepts, on a layer or through ``biofa.convert``.
@@ -34,6 +34,13 @@ def _check_clip(gradient_clip) -> float | None:
     if isinstance(gradient_clip, (int, float)) and gradient_clip > 0:
         return float(gradient_clip)
     raise UsageError(f"gradient_clip must be a positive number, true or null, got {gradient_clip!r}")
+
+
+def redraw_parameters_(layer: nn.Module, init: str) -> None:
+    """W from the ``init`` distribution, bias zero: the paper's start for every method."""
+    fill_(init, layer.weight.data)
+    if layer.bias is not None:
+        layer.bias.data.zero_()
 
 
 class FeedbackLayer:
@@ -62,15 +69,12 @@ class FeedbackLayer:
             initial weights whatever the method).
         """
         rule = get_rule(method)
-        if init is not None and init not in INITS:
-            raise UsageError(f"unknown init {init!r}; valid inits: {', '.join(INITS)}")
+        check_init(init)
         clip = _check_clip(gradient_clip)
         if getattr(self, "rule", None) is not None:
             self.rule.teardown(self)
         if init is not None and redraw_weights:
-            fill_(init, self.weight.data)
-            if self.bias is not None:
-                self.bias.data.zero_()
+            redraw_parameters_(self, init)
         self.method, self.rule, self.init_scheme = method, rule, init or "default"
         self.gradient_clip, self.constrain_weights = clip, bool(constrain_weights)
         self._buffers.pop("initial_weight_norm", None)
@@ -84,6 +88,12 @@ class FeedbackLayer:
         self._step_chores = self.constrain_weights or type(rule).refresh is not Rule.refresh
         rule.setup(self)
         return self
+
+    def _take_over(self, module: nn.Module, method: str, options: dict):
+        """This layer (made on the meta device) with ``module``'s Parameters and mode."""
+        self.weight, self.bias = module.weight, module.bias
+        self.train(module.training)
+        return self.set_method(method, **options)
 
     def feedback_matrix(self) -> Tensor | None:
         """The B the backward pass uses now (None where it has no W-shaped B: dfa)."""
@@ -114,9 +124,7 @@ class Linear(FeedbackLayer, nn.Linear):
         """A ``Linear`` sharing ``module``'s weight and bias Parameters."""
         new = cls(module.in_features, module.out_features, module.bias is not None,
                   device="meta", method="bp")
-        new.weight, new.bias = module.weight, module.bias
-        new.train(module.training)
-        return new.set_method(method, **options)
+        return new._take_over(module, method, options)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._step_chores:
@@ -144,9 +152,7 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
         new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
                   module.padding, module.dilation, module.groups, module.bias is not None,
                   module.padding_mode, device="meta", method="bp")
-        new.weight, new.bias = module.weight, module.bias
-        new.train(module.training)
-        return new.set_method(method, **options)
+        return new._take_over(module, method, options)
 
     def _explicit_padding(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The input padded as the torch layer would, and the padding left to the conv."""

@@ -17,6 +17,16 @@ from ..errors import UsageError
 INITS = ("default", "kaiming", "xavier")
 
 
+def check_init(scheme: str | None) -> None:
+    """Refuse an ``init`` option that is neither None nor one of ``INITS``, naming them."""
+    if scheme is not None and scheme not in INITS:
+        raise _unknown_init(scheme)
+
+
+def _unknown_init(scheme) -> UsageError:
+    return UsageError(f"unknown init {scheme!r}; valid inits: {', '.join(INITS)}")
+
+
 def fans(shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
     """Fan-in and fan-out of a weight of this shape, as torch.nn.init counts them."""
     receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
@@ -36,7 +46,7 @@ def init_std(scheme: str, shape: torch.Size | tuple[int, ...]) -> float:
         return math.sqrt(2.0 / (fan_in + fan_out))
     if scheme == "kaiming":
         return math.sqrt(2.0 / fan_in)
-    raise UsageError(f"unknown init {scheme!r}; valid inits: {', '.join(INITS)}")
+    raise _unknown_init(scheme)
 
 
 @torch.no_grad()
