@@ -1,9 +1,9 @@
-"""The study's figures (PNG): training curves, alignment, robustness.
+"""The study's figures (PNG, and PDF for papers): training curves, alignment, robustness.
 
 Apart from the tables so that only the commands that draw pay for matplotlib.
 
 Each figure comes as a pair: ``draw_NAME(frame, ...)`` returns the matplotlib Figure, and
-``fig_NAME(frame, out, ...)`` draws it and writes the PNG. The Figure is what a caller
+``fig_NAME(frame, out, ...)`` draws it and writes the PNG and PDF. The Figure is what a caller
 (or a test) can inspect or restyle: its panels, lines, colours and labels (pyplot keeps
 it open until ``plt.close(fig)``; ``fig_NAME`` closes it once written). A frame with
 no rows gives a placeholder that says what is missing, so the workflow's output exists
@@ -32,8 +32,8 @@ from ..errors import UsageError  # noqa: E402
 from ..methods import PAPER_METHODS  # noqa: E402
 from .collect import read_csv  # noqa: E402
 from .names import (  # noqa: E402
-    GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS, method_label, order,
-    ordered_methods, setting_label, settings_of)
+    FIGURE_FORMATS, GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS,
+    method_label, order, ordered_methods, setting_label, settings_of)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -49,13 +49,31 @@ def _themed(draw):
     return wrapper
 
 
-def save_figure(fig, out: str | Path) -> Path:
-    """Write ``fig`` as a 150-dpi PNG atomically (temp file in the same folder, then rename)."""
+def figure_paths(out: str | Path) -> dict[str, Path]:
+    """Where :func:`save_figure` writes each of :data:`FIGURE_FORMATS` for ``out``.
+
+    ``out`` itself gets the PNG (the PDF when it ends in ``.pdf``); the other format goes
+    beside it under the same name with its own suffix, so ``x.png`` also gives ``x.pdf``.
+    """
     out = Path(out)
-    with io.atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    paths = {fmt: out.with_suffix(f".{fmt}") for fmt in FIGURE_FORMATS}
+    paths["pdf" if out.suffix == ".pdf" else "png"] = out
+    return paths
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write ``fig`` as a 150-dpi PNG and, from the same Figure, as a vector PDF for papers
+    (see :func:`figure_paths`); returns ``out``.
+
+    Each file is written atomically (temp file in the same folder, then rename). The PDF
+    carries no creation date, so redrawing the same data gives the same bytes.
+    """
+    for fmt, path in figure_paths(out).items():
+        with io.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight",
+                        metadata={"CreationDate": None} if fmt == "pdf" else None)
     plt.close(fig)
-    return out
+    return Path(out)
 
 
 def _placeholder(title: str, message: str) -> Figure:
@@ -408,41 +426,41 @@ DRAW = {"training": draw_training, "alignment": draw_alignment,
         "onepixel": draw_onepixel, "transfer": draw_transfer}
 
 
-# Each writer draws and saves under the same theme, so the PNG looks like the Figure.
+# Each writer draws and saves under the same theme, so the files look like the Figure.
 
 @_themed
 def fig_training(training: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_training` written to ``out`` (PNG); returns the path."""
+    """:func:`draw_training` written to ``out`` (PNG and PDF); returns the path."""
     return save_figure(draw_training(training), out)
 
 
 @_themed
 def fig_alignment(alignment: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_alignment` written to ``out`` (PNG); returns the path."""
+    """:func:`draw_alignment` written to ``out`` (PNG and PDF); returns the path."""
     return save_figure(draw_alignment(alignment), out)
 
 
 @_themed
 def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_alignment_layers` written to ``out`` (PNG); returns the path."""
+    """:func:`draw_alignment_layers` written to ``out`` (PNG and PDF); returns the path."""
     return save_figure(draw_alignment_layers(alignment), out)
 
 
 @_themed
 def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
-    """:func:`draw_robustness` written to ``out`` (PNG); returns the path."""
+    """:func:`draw_robustness` written to ``out`` (PNG and PDF); returns the path."""
     return save_figure(draw_robustness(attacks, reference), out)
 
 
 @_themed
 def fig_onepixel(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
-    """:func:`draw_onepixel` written to ``out`` (PNG); returns the path."""
+    """:func:`draw_onepixel` written to ``out`` (PNG and PDF); returns the path."""
     return save_figure(draw_onepixel(attacks, reference), out)
 
 
 @_themed
 def fig_transfer(attacks: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_transfer` written to ``out`` (PNG); returns the path."""
+    """:func:`draw_transfer` written to ``out`` (PNG and PDF); returns the path."""
     return save_figure(draw_transfer(attacks), out)
 
 

@@ -105,3 +105,31 @@ def settings_of(frame: pd.DataFrame, with_optimizer: bool = True) -> list[tuple]
     return sorted(combos, key=rank)
 
 
+# ----------------------------------------------------------------------------- the workflow's files
+#
+# Names the Snakemake workflow builds its paths from, kept here so that a renamed table,
+# folder or figure input changes the commands and the workflow together.
+
+#: A run's folder below the results' ``runs/``, one level per key of :data:`KEYS`.
+RUN_FOLDER = "{dataset}/{model}/{optimizer}/{method}/seed{seed}"
+
+#: The tables ``biofa report collect`` writes from the run folders (``NAME.csv``).
+RUN_TABLES = ("accuracy", "training", "alignment")
+#: The table ``biofa report attacks`` writes from the attack CSVs.
+ATTACK_TABLE = "robustness"
+
+#: The table each figure is drawn from (``tables/NAME.csv``).
+FIGURE_TABLES = {"training": "training", "alignment": "alignment",
+                 "alignment_layers": "alignment", "robustness": ATTACK_TABLE,
+                 "onepixel": ATTACK_TABLE, "transfer": ATTACK_TABLE}
+#: Figures that draw the published numbers too (``biofa report figure --reference``).
+REFERENCE_FIGURES = ("robustness", "onepixel")
+#: The file formats of every figure: a PNG to look at and a vector PDF for papers.
+FIGURE_FORMATS = ("png", "pdf")
+
+#: The ``gradient`` column of an attack's rows: white-box attacks follow one of
+#: :data:`GRADIENTS`, black-box attacks no gradient (``none``), transfer attacks the
+#: gradient of another run (``transfer``).
+THREAT_MODELS = GRADIENTS + ("none", "transfer")
+#: The method of the run transfer attacks craft their examples on.
+TRANSFER_SOURCE = "bp"
