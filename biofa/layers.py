@@ -48,9 +48,9 @@ class FeedbackLayer:
 
     #: No refresh of B and no weight constraint (``frozen_feedback``, for measurements).
     frozen: bool = False
-    #: Whether forward passes record torch's own backward instead of the rule's: set by
-    #: ``set_method`` (the rule needs none, and no clipping asks for one) and forced on
-    #: by ``true_gradient``. Without gradients every pass is plain.
+    #: Whether forward passes record torch's own backward instead of the rule's. True
+    #: after ``set_method`` when the rule's B is W and no clipping needs the custom
+    #: backward; forced on by ``true_gradient``. Without gradients every pass is plain.
     plain_backward: bool
 
     def set_method(self, method: str, *, init: str | None = None, gradient_clip=None,

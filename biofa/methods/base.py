@@ -77,9 +77,9 @@ class Rule:
     * ``setup(layer)``: once, when the layer takes the rule; register B here (a buffer,
       or a Parameter when B learns). ``layer.weight`` and ``layer.init_scheme`` (the
       distribution to draw from, see ``draw``) are set.
-    * ``feedback(layer)``: at every training forward pass, the matrix that carries the
-      error to the layer below in the backward pass, same shape as the weight; ``None``
-      sends no error (DFA's hidden layers get theirs straight from the output).
+    * ``feedback(layer)``: at every forward pass that records the rule's backward, the
+      matrix that carries the error to the layer below, same shape as the weight;
+      ``None`` sends no error (DFA's hidden layers get theirs straight from the output).
     * ``refresh(layer)``: once after every optimisation step, at the next training
       forward pass, with gradients enabled (brSF redraws its magnitudes here, into
       buffers). Never during evaluation or inside ``biofa.frozen_feedback``.
