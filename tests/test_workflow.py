@@ -1,14 +1,21 @@
 """The Snakemake workflow: the paper's DAG, config validation, and a small study end to end."""
 
+import ast
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from biofa.methods import METHODS
+from biofa.study import names
+from biofa.study.run import RunFolder
+
 ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = [ROOT / "workflow" / "Snakefile", *sorted((ROOT / "workflow").rglob("*.smk"))]
 
 
 def snakemake(cwd, *args, timeout=900):
@@ -20,6 +27,21 @@ def job_counts(output: str) -> dict:
     """Parse snakemake's 'Job stats' table."""
     table = output[output.index("Job stats:"):]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """The jobs of a dry run (-n): rule, wildcards, input and output files of each."""
+    jobs = []
+    for block in re.split(r"\n\s*\n", output):
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, re.M)
+        if not rule:
+            continue
+        fields = dict(re.findall(r"^\s{4}(input|output|wildcards): (.*)$", block, re.M))
+        files = {k: [f.removesuffix(" (cached)") for f in fields.get(k, "").split(", ") if f]
+                 for k in ("input", "output")}
+        wildcards = dict(w.split("=", 1) for w in fields.get("wildcards", "").split(", ") if w)
+        jobs.append({"rule": rule.group(1), "wildcards": wildcards, **files})
+    return jobs
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +124,16 @@ def test_small_study_end_to_end(project):
     run = snakemake(project, "--cores", "2", "--configfile", "config/small.yaml")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = project / "results"
-    for name in ("training", "alignment", "alignment_layers", "robustness", "onepixel", "transfer"):
+    for name in names.FIGURE_NAMES:
         figure = results / "figures" / f"{name}.png"
         assert figure.stat().st_size > 5000 and figure.read_bytes()[:4] == b"\x89PNG"
+        pdf = results / "figures" / f"{name}.pdf"  # the same figure as vector graphics
+        assert pdf.stat().st_size > 1000 and pdf.read_bytes()[:5] == b"%PDF-"
+    # what each train and attack job took (time, memory), to size cluster requests
+    for benchmark in ("train/digits/lenet_mnist/sgd/fa/seed0.tsv",
+                      "attack/digits/lenet_mnist/sgd/fa/seed0/pgd-true.tsv"):
+        header = (results / "benchmarks" / benchmark).read_text().splitlines()[0]
+        assert header.split("\t")[:2] == ["s", "h:m:s"] and "max_rss" in header
     table = (results / "tables" / "error_table.md").read_text()
     assert "bp" in table and "fa" in table and "(" in table
     robustness = (results / "tables" / "robustness.csv").read_text()
@@ -114,6 +143,8 @@ def test_small_study_end_to_end(project):
     assert report.returncode == 0, report.stderr[-3000:]
     html = (results / "report.html").read_text(errors="ignore")
     assert len(html) > 50_000 and "robustness" in html
+    assert "Feedback alignment without weight transport, reproduced" in html  # workflow.rst
+    assert "Every attack result in one long table" in html  # the robustness table's caption
 
     again = snakemake(project, "-n", "--configfile", "config/small.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -132,3 +163,119 @@ def test_lint_is_clean():
     assert result.returncode == 0
     assert "Lints for" not in result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_snakefmt_is_clean():
+    """The workflow as snakefmt formats it (the workflow catalog's standard)."""
+    if not shutil.which("snakefmt"):
+        pytest.skip("snakefmt is not installed (pip install snakefmt)")
+    result = subprocess.run(["snakefmt", "--check", "workflow"], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- one source of names
+
+def quoted_strings(path: Path) -> list[str]:
+    """Every string literal of a workflow file (Snakemake's grammar is Python's for strings)."""
+    return [m.group(2) for m in re.finditer(r"(?<![\w])([\"'])([^\"'\n]*)\1", path.read_text())]
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_workflow_lists_no_name_biofa_owns(path):
+    """Methods, attacks, threat models, figures, tables and a run folder's files are biofa's:
+    the workflow imports them, so none may be typed in a workflow file again."""
+    owned = {*METHODS, *names.ATTACKS, *names.THREAT_MODELS, *names.FIGURE_NAMES,
+             *names.RUN_TABLES, names.ATTACK_TABLE, *names.FIGURE_FORMATS,
+             *RunFolder.TRAINED, RunFolder.LAST,
+             *(RunFolder.evaluation(split) for split in RunFolder.EVALUATIONS)}
+    literals = quoted_strings(path)
+    typed = sorted({text for text in literals for name in owned
+                    if text == name or re.search(rf"(^|[/{{}}]){re.escape(name)}($|[.{{}}])", text)})
+    assert not typed, f"{path.relative_to(ROOT)} types biofa's names: {typed}"
+    assert not [text for text in literals if "config/reference" in text and path.name != "common.smk"]
+
+
+def test_planned_files_follow_biofa_names(project):
+    """What the DAG plans is named as biofa names it: a run folder's files, the collected
+    tables, each figure's input table and its PNG and PDF, the threat models of attacks."""
+    result = snakemake(project, "-n", "--configfile", "config/small.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    by_rule = {}
+    for job in jobs:
+        by_rule.setdefault(job["rule"], []).append(job)
+
+    for job in by_rule["train"]:
+        assert sorted(Path(f).name for f in job["output"]) == sorted(RunFolder.TRAINED)
+    for job in by_rule["evaluate"]:
+        assert [Path(f).name for f in job["output"]] == [RunFolder.evaluation("test")]
+    [collect] = by_rule["collect_runs"]
+    assert [Path(f).stem for f in collect["output"]] == list(names.RUN_TABLES)
+    [attacks] = by_rule["collect_attacks"]
+    assert [Path(f).stem for f in attacks["output"]] == [names.ATTACK_TABLE]
+    assert {job["wildcards"]["gradient"] for job in by_rule["attack"]} <= set(names.THREAT_MODELS)
+    assert {job["wildcards"]["method"] for job in by_rule["train"]} <= set(METHODS)
+
+    from biofa.study.figures import figure_paths
+
+    figures = {job["wildcards"]["figure"]: job for job in by_rule["figure"]}
+    assert set(figures) == set(names.FIGURE_NAMES)
+    for name, job in figures.items():
+        png, pdf = job["output"]
+        assert figure_paths(png) == {"png": Path(png), "pdf": Path(pdf)}
+        assert Path(job["input"][0]).stem == names.FIGURE_TABLES[name]
+        published = [f for f in job["input"] if f.endswith("paper_robustness.csv")]
+        assert bool(published) == (name in names.REFERENCE_FIGURES), name
+        for path in published:  # found next to the workflow, not in the working directory
+            assert Path(path).resolve() == (project / "config/reference/paper_robustness.csv").resolve()
+
+
+# ----------------------------------------------------------------------------- deployment
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_pins_this_biofa_and_its_dependencies():
+    """The jobs' environment installs a released biofa (resolvable from any folder, so the
+    workflow works as a module), the version of this checkout, with every dependency pinned."""
+    env = yaml.safe_load((ROOT / "workflow/envs/biofa.yaml").read_text())
+    [pip] = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert not [line for line in pip if line.startswith("-e") or "/" in line], pip
+    pins = dict(line.split("==", 1) for line in pip)
+    project = pyproject()["project"]
+    biofa = [name for name in pins if requirement_name(name) == "biofa"]
+    assert len(biofa) == 1 and pins[biofa[0]] == project["version"]
+    pinned = {requirement_name(name) for name in pins}
+    needed = {requirement_name(r) for r in project["dependencies"]}
+    needed |= {requirement_name(r) for r in project.get("optional-dependencies", {}).get("study", [])}
+    assert needed <= pinned, f"not pinned in workflow/envs/biofa.yaml: {sorted(needed - pinned)}"
+    assert all(re.fullmatch(r"\d+(\.\d+)*", version) for version in pins.values()), pins
+
+
+def test_catalog_files():
+    """The workflow catalog's standardized usage: its yml, a licence, config/README.md."""
+    catalog = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert catalog["report"] is True and catalog["software-stack-deployment"]["conda"] is True
+    assert {"desc", "flags"} <= set(catalog["mandatory-flags"])
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and "the biofa authors" in licence
+    assert pyproject()["project"]["license"] == {"text": "MIT"}
+    assert (ROOT / "config" / "README.md").exists()
+    assert (ROOT / "workflow" / "report" / "workflow.rst").exists()
+
+
+def test_slurm_profile_signals_train_jobs_before_their_time_limit():
+    """SLURM sends USR1 to train jobs ahead of the limit, early enough for biofa to write its
+    checkpoint; the value is a Python string expression, as snakemake reads resources."""
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    extra = ast.literal_eval(profile["set-resources"]["train"]["slurm_extra"])
+    match = re.fullmatch(r"--signal=USR1@(\d+)", extra)
+    assert match and 60 <= int(match.group(1)) <= 300, extra
+    default = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    assert default["retries"] >= 1  # the stopped job is run again and resumes

@@ -128,8 +128,11 @@ REFERENCE_FIGURES = ("robustness", "onepixel")
 FIGURE_FORMATS = ("png", "pdf")
 
 #: The ``gradient`` column of an attack's rows: white-box attacks follow one of
-#: :data:`GRADIENTS`, black-box attacks no gradient (``none``), transfer attacks the
-#: gradient of another run (``transfer``).
-THREAT_MODELS = GRADIENTS + ("none", "transfer")
+#: :data:`GRADIENTS`, black-box attacks no gradient, transfer attacks the gradient of
+#: another run.
+BLACK_BOX_GRADIENT, TRANSFER_GRADIENT = "none", "transfer"
+THREAT_MODELS = GRADIENTS + (BLACK_BOX_GRADIENT, TRANSFER_GRADIENT)
+#: The one ``gradient`` value of each attack that takes none of :data:`GRADIENTS`.
+FIXED_THREAT_MODEL = {**dict.fromkeys(BLACK_BOX, BLACK_BOX_GRADIENT), "transfer": TRANSFER_GRADIENT}
 #: The method of the run transfer attacks craft their examples on.
 TRANSFER_SOURCE = "bp"

@@ -5,6 +5,17 @@ rule attack:
         source=transfer_source,
     output:
         ATTACK_CSV,
+    log:
+        f"{RESULTS}/logs/attack/{RUN_FOLDER}/{{attack}}-{{gradient}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/attack/{RUN_FOLDER}/{{attack}}-{{gradient}}.tsv"
+    conda:
+        "../envs/biofa.yaml"
+    threads: resource(attack_section, "threads", 1)
+    resources:
+        gpu=resource(attack_section, "gpu", 0),
+        mem_mb=resource(attack_section, "mem_mb", 4000),
+        runtime=resource(attack_section, "runtime", 60),
     params:
         dir=lambda wildcards, input: os.path.dirname(input.best),
         arguments=attack_arguments,
@@ -12,15 +23,6 @@ rule attack:
         batch=config["attacks"]["batch_size"],
         seed=config["attacks"]["seed"],
         device=config["device"],
-    conda:
-        "../envs/biofa.yaml"
-    log:
-        f"{RESULTS}/logs/attack/{KEYS}/{{attack}}-{{gradient}}.log",
-    threads: resource(attack_section, "threads", 1)
-    resources:
-        gpu=resource(attack_section, "gpu", 0),
-        mem_mb=resource(attack_section, "mem_mb", 4000),
-        runtime=resource(attack_section, "runtime", 60),
     shell:
         "biofa attack {params.dir} --attack {wildcards.attack} {params.arguments} "
         "--n {params.n} --batch-size {params.batch} --seed {params.seed} "

@@ -1,31 +1,54 @@
 import os
 
-from biofa.study.names import ATTACKS, GRADIENTS
 from biofa.methods import METHODS
-from biofa.study.study_config import experiment_index, experiment_runs, run_config as study_run_config
-from biofa.study.study_config import run_key
+from biofa.study.names import (
+    ATTACKS,
+    ATTACK_TABLE,
+    FIGURE_FORMATS,
+    FIGURE_NAMES,
+    FIGURE_TABLES,
+    FIXED_THREAT_MODEL,
+    GRADIENTS,
+    REFERENCE_FIGURES,
+    RUN_FOLDER,
+    RUN_TABLES,
+    THREAT_MODELS,
+    TRANSFER_GRADIENT,
+    TRANSFER_SOURCE,
+)
+from biofa.study.run import RunFolder
+from biofa.study.study_config import experiment_index, run_key, runs as study_runs
+from biofa.study.study_config import run_config as study_run_config
 
-# Helpers: the list of runs and attacks the config asks for, and each run's biofa config.
+# Helpers: the runs and attacks the config asks for, and each run's biofa config. Every
+# name (methods, attacks, threat models, figures, a run folder's files, the tables) comes
+# from biofa, so the commands and the workflow cannot disagree about one.
 # The config is validated and its defaults filled (biofa.study.study_config) before this file runs.
 
 RESULTS = config["results"]
 DATA_ROOT = config["data_root"]
-KEYS = "{dataset}/{model}/{optimizer}/{method}/seed{seed}"
-RUN = f"{RESULTS}/runs/{KEYS}"
-ATTACK_CSV = f"{RESULTS}/attacks/{KEYS}/{{attack}}-{{gradient}}.csv"
+RUN = f"{RESULTS}/runs/{RUN_FOLDER}"
+ATTACK_CSV = f"{RESULTS}/attacks/{RUN_FOLDER}/{{attack}}-{{gradient}}.csv"
+TABLES = f"{RESULTS}/tables"
+FIGURE = f"{RESULTS}/figures/{{figure}}"
 
 
 wildcard_constraints:
     seed=r"\d+",
     method="|".join(METHODS),
     attack="|".join(ATTACKS),
-    gradient="|".join((*GRADIENTS, "none", "transfer")),
+    gradient="|".join(THREAT_MODELS),
+    figure="|".join(FIGURE_NAMES),
+
+
+def table(name):
+    """The path of one collected table (biofa report collect / attacks)."""
+    return f"{TABLES}/{name}.csv"
 
 
 def runs():
     """Every training run of the config: dicts of the five wildcards."""
-    for index in range(len(config["experiments"])):
-        yield from experiment_runs(config, index)
+    return study_runs(config)
 
 
 # run key -> the experiment producing it; from the same function as runs(), so a job
@@ -58,49 +81,111 @@ def run_dirs():
     return [RUN.format(**run) for run in runs()]
 
 
+def run_targets():
+    """The weights and test result of every run."""
+    return [
+        f"{run}/{name}"
+        for run in run_dirs()
+        for name in (RunFolder.BEST, RunFolder.evaluation("test"))
+    ]
+
+
+def run_file(name):
+    """One file of every run folder, as rule inputs (the config's runs, not a glob)."""
+    return [f"{run}/{name}" for run in run_dirs()]
+
+
+def strengths(values):
+    return ",".join(f"{v:g}" for v in values)
+
+
+def options(settings):
+    """An attack's config section as ``biofa attack`` options: the section's keys are the
+    command's option names, and a list is a comma-separated list of strengths."""
+    return " ".join(
+        f"--{key} {strengths(value) if isinstance(value, list) else value}"
+        for key, value in settings.items()
+    )
+
+
 def attack_plan():
     """(attack, gradient) pairs the config asks for, with their command-line arguments."""
     section = config["attacks"]
     white = section["white_box"]
-    eps = lambda values: ",".join(f"{v:g}" for v in values)
     plan = {}
     for attack in white["attacks"]:
         for gradient in white["gradients"]:
-            plan[attack, gradient] = f"--eps {eps(white['eps'])} --steps {white['steps']}"
-    if section["square"].get("eps"):
-        plan["square", "none"] = (f"--eps {eps(section['square']['eps'])} "
-                                  f"--queries {section['square']['queries']}")
-    if section["onepixel"].get("pixels"):
-        plan["onepixel", "none"] = f"--pixels {eps(section['onepixel']['pixels'])}"
-    if section["transfer"].get("eps"):
-        plan["transfer", "transfer"] = (f"--eps {eps(section['transfer']['eps'])} "
-                                        f"--steps {white['steps']}")
+            plan[attack, gradient] = options(
+                {"eps": white["eps"], "steps": white["steps"]}
+            )
+    # each other attack has a section named after it; without strengths it is left out
+    for attack, gradient in FIXED_THREAT_MODEL.items():
+        settings = dict(section[attack])
+        if not any(isinstance(value, list) and value for value in settings.values()):
+            continue
+        if (
+            gradient == TRANSFER_GRADIENT
+        ):  # PGD examples, with the white-box attacks' steps
+            settings["steps"] = white["steps"]
+        plan[attack, gradient] = options(settings)
     return plan
 
 
 def attack_csvs():
     targets = config["attacks"]["targets"]
     wanted = {(t["dataset"], t["model"], t["optimizer"]) for t in targets}
-    return [ATTACK_CSV.format(**run, attack=attack, gradient=gradient)
-            for run in runs() if (run["dataset"], run["model"], run["optimizer"]) in wanted
-            for attack, gradient in attack_plan()]
+    return [
+        ATTACK_CSV.format(**run, attack=attack, gradient=gradient)
+        for run in runs()
+        if (run["dataset"], run["model"], run["optimizer"]) in wanted
+        for attack, gradient in attack_plan()
+    ]
 
 
 def attack_section(wildcards):
     return config["attacks"]
 
 
-def transfer_source(wildcards):
+def transfer_run(wildcards):
     """Transfer attacks craft their examples on the bp run of the same data, model and seed."""
-    if wildcards.attack != "transfer":
+    return RUN.format(**{**wildcards, "method": TRANSFER_SOURCE})
+
+
+def transfer_source(wildcards):
+    if wildcards.gradient != TRANSFER_GRADIENT:
         return []
-    return f"{RUN.format(**{**wildcards, 'method': 'bp'})}/best.pt"
+    return f"{transfer_run(wildcards)}/{RunFolder.BEST}"
 
 
 def attack_arguments(wildcards):
     arguments = attack_plan()[wildcards.attack, wildcards.gradient]
-    if wildcards.gradient in ("feedback", "true"):
+    if wildcards.gradient in GRADIENTS:
         arguments += f" --gradient {wildcards.gradient}"
-    if wildcards.attack == "transfer":
-        arguments += f" --source {RUN.format(**{**wildcards, 'method': 'bp'})}"
+    if wildcards.gradient == TRANSFER_GRADIENT:
+        arguments += f" --source {transfer_run(wildcards)}"
     return arguments
+
+
+def figure_files():
+    return expand(f"{FIGURE}.{{ext}}", figure=FIGURE_NAMES, ext=FIGURE_FORMATS)
+
+
+# The published numbers the tables and figures are compared with. They belong to the
+# workflow, not to a study's config, so they are found next to this file: that also holds
+# when the workflow is a module of another repository and the working directory is not
+# this checkout.
+PUBLISHED = {
+    name: workflow.source_path(f"../../config/reference/{name}.csv")
+    for name in ("paper_results", "paper_robustness")
+}
+
+
+def figure_table(wildcards):
+    return table(FIGURE_TABLES[wildcards.figure])
+
+
+def figure_reference(wildcards):
+    """The published robustness, drawn as stars, for the figures that show it."""
+    if wildcards.figure in REFERENCE_FIGURES:
+        return PUBLISHED["paper_robustness"]
+    return []

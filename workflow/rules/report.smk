@@ -1,31 +1,19 @@
-FIGURES = {
-    "training": "training",
-    "alignment": "alignment",
-    "alignment_layers": "alignment",
-    "robustness": "robustness",
-    "onepixel": "robustness",
-    "transfer": "robustness",
-}
-
-
 rule collect_runs:
     """Test errors, training curves and alignment of every run, one table each (light
     rules like this one run where snakemake runs, not as cluster jobs)."""
     input:
-        tests=expand(f"{RUN}/test.json", zip, **{k: [r[k] for r in runs()] for k in
-                     ("dataset", "model", "optimizer", "method", "seed")}),
+        tests=run_file(RunFolder.evaluation("test")),
     output:
-        accuracy=f"{RESULTS}/tables/accuracy.csv",
-        training=f"{RESULTS}/tables/training.csv",
-        alignment=f"{RESULTS}/tables/alignment.csv",
+        # accuracy, training, alignment: what biofa report collect writes
+        **{name: table(name) for name in RUN_TABLES},
+    log:
+        f"{RESULTS}/logs/report/collect_runs.log",
+    localrule: True
+    conda:
+        "../envs/biofa.yaml"
     params:
         runs=run_dirs(),
         out=lambda wildcards, output: os.path.dirname(output.accuracy),
-    conda:
-        "../envs/biofa.yaml"
-    localrule: True
-    log:
-        f"{RESULTS}/logs/report/collect_runs.log",
     shell:
         "biofa report collect --runs {params.runs} --out-dir {params.out} > {log} 2>&1"
 
@@ -35,12 +23,16 @@ rule collect_attacks:
     input:
         attack_csvs(),
     output:
-        f"{RESULTS}/tables/robustness.csv",
-    conda:
-        "../envs/biofa.yaml"
-    localrule: True
+        report(
+            table(ATTACK_TABLE),
+            caption="../report/robustness_table.rst",
+            category="Tables",
+        ),
     log:
         f"{RESULTS}/logs/report/collect_attacks.log",
+    localrule: True
+    conda:
+        "../envs/biofa.yaml"
     shell:
         "biofa report attacks --csv {input} --out {output} > {log} 2>&1"
 
@@ -49,45 +41,50 @@ rule error_table:
     """Top-1 error laid out like the paper's tables: reproduced mean +- std (published)."""
     input:
         accuracy=rules.collect_runs.output.accuracy,
-        reference="config/reference/paper_results.csv",
+        reference=PUBLISHED["paper_results"],
     output:
-        csv=report(f"{RESULTS}/tables/error_table.csv", caption="../report/error_table.rst",
-                   category="Tables"),
-        md=f"{RESULTS}/tables/error_table.md",
-        tex=f"{RESULTS}/tables/error_table.tex",
-    params:
-        prefix=lambda wildcards, output: os.path.splitext(output.csv)[0],
-    conda:
-        "../envs/biofa.yaml"
-    localrule: True
+        csv=report(
+            f"{TABLES}/error_table.csv",
+            caption="../report/error_table.rst",
+            category="Tables",
+        ),
+        md=f"{TABLES}/error_table.md",
+        tex=f"{TABLES}/error_table.tex",
     log:
         f"{RESULTS}/logs/report/error_table.log",
+    localrule: True
+    conda:
+        "../envs/biofa.yaml"
+    params:
+        prefix=lambda wildcards, output: os.path.splitext(output.csv)[0],
     shell:
         "biofa report table --accuracy {input.accuracy} --reference {input.reference} "
         "--prefix {params.prefix} > {log} 2>&1"
 
 
-PUBLISHED_ROBUSTNESS = "config/reference/paper_robustness.csv"
-
-
 rule figure:
-    """One figure from the collected tables (robustness: the published numbers as stars)."""
+    """One figure from the collected tables, as PNG (in the report) and vector PDF."""
     input:
-        table=lambda wildcards: f"{RESULTS}/tables/{FIGURES[wildcards.figure]}.csv",
-        reference=PUBLISHED_ROBUSTNESS,
+        table=figure_table,
+        reference=figure_reference,
     output:
-        report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figures.rst",
-               category="Figures", subcategory="{figure}"),
-    params:
-        reference=lambda wildcards, input: (f"--reference {input.reference}"
-                                            if wildcards.figure in ("robustness", "onepixel") else ""),
-    wildcard_constraints:
-        figure="|".join(FIGURES),
-    conda:
-        "../envs/biofa.yaml"
-    localrule: True
+        png=report(
+            f"{FIGURE}.png",
+            caption="../report/figures.rst",
+            category="Figures",
+            subcategory="{figure}",
+        ),
+        pdf=f"{FIGURE}.pdf",
     log:
         f"{RESULTS}/logs/report/figure_{{figure}}.log",
+    localrule: True
+    conda:
+        "../envs/biofa.yaml"
+    params:
+        reference=lambda wildcards, input: (
+            f"--reference {input.reference}" if input.reference else ""
+        ),
     shell:
-        "biofa report figure {wildcards.figure} --input {input.table} --out {output} "
+        # one drawing, both files: biofa writes the PDF beside the PNG it is given
+        "biofa report figure {wildcards.figure} --input {input.table} --out {output.png} "
         "{params.reference} > {log} 2>&1"
