@@ -256,6 +256,14 @@ def test_environment_pins_this_biofa_and_its_dependencies():
     needed |= {requirement_name(r) for r in project.get("optional-dependencies", {}).get("study", [])}
     assert needed <= pinned, f"not pinned in workflow/envs/biofa.yaml: {sorted(needed - pinned)}"
     assert all(re.fullmatch(r"\d+(\.\d+)*", version) for version in pins.values()), pins
+    lock = ROOT / "requirements" / "lock.txt"  # the versions the test suite passed with
+    if lock.exists():
+        locked = dict(line.split("==", 1) for line in lock.read_text().splitlines()
+                      if "==" in line and not line.startswith("#"))
+        locked = {requirement_name(name): version.strip() for name, version in locked.items()}
+        differ = {name: (version, locked[requirement_name(name)]) for name, version in pins.items()
+                  if requirement_name(name) in locked and locked[requirement_name(name)] != version}
+        assert not differ, f"workflow/envs/biofa.yaml vs requirements/lock.txt: {differ}"
 
 
 def test_catalog_files():
