@@ -17,6 +17,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from biofa.errors import RunError
 from biofa.study import cli, collect, figures, names, tables
 from biofa.study.names import ATTACK_COLUMNS as COLUMNS
 from biofa.errors import UsageError
@@ -135,7 +136,7 @@ def test_collect_accepts_files_inside_runs_and_writes_csvs(runs, tmp_path):
 
 def test_missing_test_json_names_run_and_fix(tmp_path):
     run = make_run(tmp_path, test=False)
-    with pytest.raises(ValueError, match=rf"{run}.*biofa evaluate {run}"):
+    with pytest.raises(RunError, match=rf"{run}.*biofa evaluate {run}"):
         collect.collect_runs([run])
 
 
