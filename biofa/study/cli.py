@@ -184,19 +184,19 @@ def cmd_figure(args) -> int:
 
     from .collect import read_csv
     from .figures import FIGURES  # matplotlib only for the command that draws
-    from .names import ATTACK_COLUMNS
+    from .names import ATTACK_COLUMNS, ATTACK_TABLE, FIGURE_TABLES, REFERENCE_FIGURES
 
     if args.name not in FIGURES:
         raise UsageError(f"unknown figure {args.name!r}; valid: {', '.join(FIGURES)}")
     frame = read_csv(_existing(args.input, "input CSV"))
-    if args.name in ("robustness", "onepixel", "transfer"):
+    if FIGURE_TABLES[args.name] == ATTACK_TABLE:
         for column in ATTACK_COLUMNS:
             if column not in frame.columns:
                 frame[column] = pd.Series(dtype=object)
-    kwargs = {"reference": args.reference} if args.name in ("robustness", "onepixel") else {}
+    kwargs = {"reference": args.reference} if args.name in REFERENCE_FIGURES else {}
     if args.reference and not kwargs:
-        raise UsageError(f"--reference applies to the robustness and onepixel figures, "
-                         f"not {args.name}")
+        raise UsageError(f"--reference applies to the {' and '.join(REFERENCE_FIGURES)} "
+                         f"figures, not {args.name}")
     if args.reference:
         _existing(args.reference, "reference CSV")
     print(FIGURES[args.name](frame, args.out, **kwargs))
@@ -230,7 +230,7 @@ def _add_report_commands(subparsers) -> None:
                    help="writes PREFIX.md, PREFIX.tex and PREFIX.csv")
     p.set_defaults(run=cmd_table)
 
-    p = sub.add_parser("figure", help="one PNG figure")
+    p = sub.add_parser("figure", help="one figure, as FILE.png and FILE.pdf")
     p.add_argument("name", choices=FIGURE_NAMES, metavar="NAME",
                    help=f"one of {', '.join(FIGURE_NAMES)}")
     p.add_argument("--input", required=True, metavar="CSV",
@@ -265,13 +265,15 @@ def parser() -> argparse.ArgumentParser:
                    help="discard what DIR holds (e.g. a corrupted last.pt) and train afresh")
     p.set_defaults(run=cmd_train)
 
+    from .run import RunFolder
+
     p = sub.add_parser("evaluate", help="test error of a run's best checkpoint")
     p.add_argument("run_dir", metavar="DIR")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--split", default="test", choices=RunFolder.EVALUATIONS)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_evaluate)
 
-    from .names import ATTACKS, FIGURE_NAMES, PAPER_SQUARE_QUERIES
+    from .names import ATTACKS, PAPER_SQUARE_QUERIES
     p = sub.add_parser("attack", help="adversarial robustness of a run's best checkpoint")
     p.add_argument("run_dir", metavar="DIR")
     p.add_argument("--attack", required=True, choices=ATTACKS)

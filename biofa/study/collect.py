@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import UsageError
 from ..methods import PAPER_METHODS
 from . import io
-from .names import ACCURACY_COLUMNS, ATTACK_COLUMNS, KEYS, TEXT_COLUMNS
+from .names import ACCURACY_COLUMNS, ATTACK_COLUMNS, KEYS, RUN_TABLES, TEXT_COLUMNS
 from .run import RunFolder
 
 
@@ -90,9 +90,9 @@ def collect_runs(run_dirs) -> dict[str, pd.DataFrame]:
 
 
 def write_collected(frames: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
-    """``out_dir``/accuracy.csv, training.csv, alignment.csv."""
+    """``out_dir``/NAME.csv for each of :data:`~biofa.study.names.RUN_TABLES`."""
     paths = []
-    for name in ("accuracy", "training", "alignment"):
+    for name in RUN_TABLES:
         path = Path(out_dir) / f"{name}.csv"
         io.write_csv(path, frames[name])
         paths.append(path)

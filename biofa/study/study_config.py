@@ -29,6 +29,7 @@ import jsonschema
 import yaml
 
 from ..errors import ConfigError
+from .names import RUN_FOLDER
 
 RUN_KEYS = ("dataset", "model", "optimizer", "method", "seed")
 """The wildcards of a run: its folder is ``{dataset}/{model}/{optimizer}/{method}/seed{seed}``."""
@@ -363,7 +364,7 @@ def run_config(config: dict, experiment: dict, run) -> dict:
 # --- checks beyond the schema ------------------------------------------------------------
 
 def _folder(run) -> str:
-    return f"{run['dataset']}/{run['model']}/{run['optimizer']}/{run['method']}/seed{run['seed']}"
+    return RUN_FOLDER.format(**run)
 
 
 def _label(index: int, experiment: dict) -> str:

@@ -59,6 +59,7 @@ def make_project(folder: Path) -> Path:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     experiment = config["experiments"][0]
     experiment.update(methods=["bp", "fa"], seeds=[0], epochs=40)
+    experiment["optimizers"]["sgd"]["lr"] = {"default": 0.01, "fa": 0.001}
     experiment["resources"]["gpu"] = 1
     config["attacks"]["n_images"] = 60
     (folder / "config" / "small.yaml").write_text(yaml.safe_dump(config))
@@ -117,8 +118,11 @@ def test_workflow_on_slurm_resumes_a_cancelled_job(slurm_cluster, tmp_path):
     assert cancelled, "the fa train job finished before it could be cancelled:\n" + \
         first.stdout[-4000:]
     assert first.returncode != 0 and "Error in rule train" in first.stdout
-    checkpoint = torch.load(fa_run / "last.pt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(fa_run / "last.pt", map_location="cpu", weights_only=True)
     assert 1 <= checkpoint["epoch"] < 40
+    # scancel's SIGTERM reached biofa train, which checkpointed the step it was at
+    assert "stopped by SIGTERM" in (cluster / "results/logs/train/digits/lenet_mnist/sgd/fa/seed0.log").read_text()
+    stopped_in = checkpoint["partial"]["epoch"] if "partial" in checkpoint else checkpoint["epoch"]
     assert (cluster / RUNS / "bp/seed0/test.json").exists()  # keep-going finished bp
 
     second = snakemake(cluster, "--profile", "profiles/slurm", "--configfile",
@@ -129,9 +133,10 @@ def test_workflow_on_slurm_resumes_a_cancelled_job(slurm_cluster, tmp_path):
     assert counts["train"] == 1 and counts["evaluate"] == 1 and counts["attack"] == 4
     assert "run_config" not in counts and "data" not in counts
     train_log = (cluster / "results/logs/train/digits/lenet_mnist/sgd/fa/seed0.log").read_text()
-    assert f"resuming {fa_run.relative_to(cluster)} after epoch" in train_log
-    resumed_at = int(re.search(r"after epoch (\d+)", train_log).group(1))
-    assert resumed_at >= checkpoint["epoch"]
+    resumed = re.search(rf"resuming {fa_run.relative_to(cluster)} (?:after epoch|in epoch) (\d+)",
+                        train_log)
+    assert resumed, train_log[-2000:]
+    assert int(resumed.group(1)) == stopped_in
 
     compare_results(local, cluster)
 

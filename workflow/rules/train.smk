@@ -20,8 +20,8 @@ rule run_config:
 rule train:
     """Train one run; a rerun after an interruption resumes from the run's last checkpoint.
 
-    A stop signal (SIGTERM, or SIGUSR1 that profiles/slurm asks SLURM to send before the
-    time limit) makes biofa write a mid-epoch checkpoint and exit with status 75; the
+    A stop signal (SIGTERM, which SLURM sends at the time limit, on preemption and on
+    scancel) makes biofa write a mid-epoch checkpoint and exit with status 75; the
     profile's retries then run the job again and it resumes there."""
     input:
         config=rules.run_config.output[0],
