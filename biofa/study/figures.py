@@ -4,8 +4,9 @@ Apart from the tables so that only the commands that draw pay for matplotlib.
 
 Each figure comes as a pair: ``draw_NAME(frame, ...)`` returns the matplotlib Figure, and
 ``fig_NAME(frame, out, ...)`` draws it and writes the PNG and PDF. The Figure is what a caller
-(or a test) can inspect or restyle: its panels, lines, colours and labels (pyplot keeps
-it open until ``plt.close(fig)``; ``fig_NAME`` closes it once written). A frame with
+(or a test) can inspect or restyle: its panels, lines, colours and labels. Figures are
+made without pyplot (``matplotlib.figure.Figure`` draws to files on its own), so
+importing this module selects no backend and leaves a notebook's or GUI's alone. A frame with
 no rows gives a placeholder that says what is missing, so the workflow's output exists
 anyway; a frame with rows but without the columns a figure reads raises ``UsageError``
 naming them, since that is a renamed or wrong input rather than a study without data.
@@ -16,22 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from . import io  # noqa: E402
-from ..errors import UsageError  # noqa: E402
-from ..methods import PAPER_METHODS  # noqa: E402
-from .collect import read_csv  # noqa: E402
-from .names import (  # noqa: E402
+from . import io
+from ..errors import UsageError
+from ..methods import PAPER_METHODS
+from .collect import read_csv
+from .names import (
     FIGURE_FORMATS, GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS,
     method_label, order, ordered_methods, setting_label, settings_of)
 
@@ -44,7 +42,7 @@ def _themed(draw):
 
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
-        with plt.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}):
+        with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}):
             return draw(*args, **kwargs)
     return wrapper
 
@@ -72,13 +70,13 @@ def save_figure(fig, out: str | Path) -> Path:
         with io.atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight",
                         metadata={"CreationDate": None} if fmt == "pdf" else None)
-    plt.close(fig)
     return Path(out)
 
 
 def _placeholder(title: str, message: str) -> Figure:
     """A figure that says what is missing, so the file exists for the workflow anyway."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, wrap=True,
             transform=ax.transAxes)
     ax.set_title(title)
@@ -106,9 +104,8 @@ REQUIRED = {"training": RUN_COLUMNS + ["val_acc1"],
 
 
 def _grid(n_rows: int, n_cols: int, width: float = 4.6, height: float = 3.4, **kwargs):
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows),
-                             squeeze=False, **kwargs)
-    return fig, axes
+    fig = Figure(figsize=(width * n_cols, height * n_rows))
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False, **kwargs)
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -265,7 +262,7 @@ def draw_alignment_layers(alignment: pd.DataFrame) -> Figure:
         ax.tick_params(axis="x", rotation=60)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE.get(m, "#7f7f7f"), label=method_label(m))
+    handles = [Rectangle((0, 0), 1, 1, color=PALETTE.get(m, "#7f7f7f"), label=method_label(m))
                for m in methods]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(f"{title} (mean over seeds, bar ± 1 sd; DFA has no W-shaped B)")
