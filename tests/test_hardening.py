@@ -13,29 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 import biofa.study.train
 from biofa.study import io
 from biofa.study.cli import main
+from run_configs import write_config
 from biofa.errors import CheckpointError, RunError, UntrustedCheckpoint
 from biofa.study.evaluate import load_run
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "config" / "examples" / "digits_lenet.yaml"
-
-
-def write_config(folder: Path, **changes) -> Path:
-    config = yaml.safe_load(EXAMPLE.read_text())
-    for key, value in changes.items():
-        node = config
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    path = folder / f"run-{len(list(folder.glob('run-*.yaml')))}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def one_line_error(capsys) -> str:

@@ -15,22 +15,10 @@ import yaml
 
 import biofa
 from biofa.study.cli import main
+from run_configs import write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "examples" / "digits_lenet.yaml"
-
-
-def write_config(tmp_path, **changes):
-    config = yaml.safe_load(EXAMPLE.read_text())
-    for key, value in changes.items():
-        node = config
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.mark.parametrize("changes, message", [
