@@ -15,12 +15,11 @@ import pytest
 import torch
 
 import biofa.study.train
+from biofa.errors import CheckpointError, RunError, UntrustedCheckpoint
 from biofa.study import io
 from biofa.study.cli import main
-from run_configs import write_config
-from biofa.errors import CheckpointError, RunError, UntrustedCheckpoint
 from biofa.study.evaluate import load_run
-
+from run_configs import write_config
 
 
 def one_line_error(capsys) -> str:
