@@ -218,7 +218,7 @@ def types_of(node):
 
 
 def accepts(node, value) -> bool:
-    return jsonschema.Draft7Validator(
+    return jsonschema.Draft202012Validator(
         {**node, "definitions": SCHEMA["definitions"]}).is_valid(value)
 
 

@@ -46,7 +46,7 @@ _PATTERN_WORDS = {
 _SET_BY_STUDY = ("dataset", "data_root", "model", "method", "optimizer", "schedule", "layer",
                  "epochs", "batch_size", "seed", "device")
 
-_SCHEMA_URI = "http://json-schema.org/draft-07/schema#"
+_SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
 
 def _list(items: dict, **extra) -> dict:
@@ -61,7 +61,7 @@ def _object(properties: dict, required=(), **extra) -> dict:
 
 
 def schema() -> dict:
-    """The JSON schema of a study config (draft 7, with the workflow's defaults)."""
+    """The JSON schema of a study config (draft 2020-12, the version Snakemake validates, with the workflow's defaults)."""
     from . import config as run_config
     from .attack import GRADIENTS, PAPER_SQUARE_QUERIES, WHITE_BOX
 
@@ -482,7 +482,7 @@ def validate_study(config: dict) -> dict:
 
     if not isinstance(config, dict):
         raise ConfigError("a study config is a mapping of keys to values (a YAML dictionary)")
-    validator = jsonschema.Draft7Validator(schema())
+    validator = jsonschema.Draft202012Validator(schema())
     errors = list(validator.iter_errors(config))
     if errors:
         raise ConfigError(_explain(_first(errors), validator))
