@@ -287,14 +287,20 @@ def _load_robustness_reference(reference):
 
 
 def _published_points(ax, reference, setting, attack: str, x: str) -> bool:
-    """Stars at the BioTorch notebook's numbers (CIFAR-10 ResNet-20, SGD); True if drawn."""
+    """Stars at the BioTorch notebook's numbers (CIFAR-10 ResNet-20, SGD); True if drawn.
+
+    One star per published point and none elsewhere: the notebooks' clean accuracy is their
+    strength-0 point where they attacked at 0 (Square), and OnePixel has no 0-pixel point,
+    so a star always marks a strength the paper measured (and config/paper.yaml attacks).
+    """
     if reference is None or tuple(setting[:2]) != ("cifar10", "resnet20") or \
             (len(setting) > 2 and setting[2] != "sgd"):  # the notebooks attacked SGD models
         return False
     rows = reference[reference["attack"] == attack]
     for method, group in rows.groupby("method"):
-        xs = [0.0] + group[x].astype(float).tolist()
-        ys = [group["clean_acc"].iloc[0] * 100] + (group["robust_acc"] * 100).tolist()
+        group = group.sort_values(x)
+        xs = group[x].astype(float).tolist()
+        ys = (group["robust_acc"] * 100).tolist()
         ax.scatter(xs, ys, marker="*", s=90, color=PALETTE.get(method, "#7f7f7f"),
                    edgecolor="black", linewidth=0.6, zorder=5)
     return len(rows) > 0

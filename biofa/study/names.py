@@ -59,7 +59,10 @@ GRADIENT_LABELS = {"feedback": "feedback gradient (the rule's own)",
 TABLE_LEGEND = ("Top-1 test error (%): mean ± sample std over the seeds that completed "
                 "(one number when one seed did); published value of Sanfiz & Akrout 2021 in "
                 "parentheses, — where the paper has none; [k/n diverged] and [k/n unfinished] "
-                "count seeds left out of the mean because training diverged or is still running.")
+                "count seeds left out of the mean because training diverged or is still running; "
+                "† marks a published number selected on the test set (the paper's validation "
+                "split there is its test set), where biofa selects on a held-out validation "
+                "split, so a † number is optimistic next to the reproduced one.")
 
 
 def method_label(method: str) -> str:

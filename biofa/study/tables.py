@@ -1,7 +1,10 @@
 """The paper's benchmark-table layout of the collected test errors (.md, .tex, .csv).
 
 Methods down, settings across; each cell is 'reproduced (published)', the published
-number from ``config/reference/paper_results.csv`` (see :data:`TABLE_LEGEND`).
+number from ``config/reference/paper_results.csv`` (see :data:`TABLE_LEGEND`). A published
+number whose checkpoint the paper selected on the test set (its ``selection`` column reads
+``test``) carries :data:`SELECTED_ON_TEST`: biofa selects on a held-out validation split, so
+such a number is optimistic next to the reproduced one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import pandas as pd
 from ..errors import UsageError
 from . import io
 from .names import OPTIMIZER_NAMES, TABLE_LEGEND, method_label, ordered_methods, settings_of, setting_label
+
+#: Marks a published number selected on the test set (``selection: test`` in the reference).
+SELECTED_ON_TEST = "†"
 
 
 def load_reference(reference) -> pd.DataFrame:
@@ -42,25 +48,46 @@ def error_summary(accuracy: pd.DataFrame, reference=None) -> pd.DataFrame:
     for (dataset, model, optimizer, method), group in accuracy.groupby(
             ["dataset", "model", "optimizer", "method"], sort=False):
         ok = group[group["status"] == "complete"]["top1_error"].astype(float) * 100
-        published, published_optimizer = math.nan, ""
+        published, published_optimizer, selection = math.nan, "", ""
         if reference is not None:
             same = reference[(reference["dataset"] == dataset) & (reference["model"] == model)
                              & (reference["method"] == method)]
             exact = same[same["optimizer"] == optimizer]
             if len(exact):
-                published = float(exact["top1_error"].iloc[0])
+                hit = exact.iloc[0]
             elif len(same) == 1:  # e.g. ImageNet DFA: the paper reports its Adam run only
-                published = float(same["top1_error"].iloc[0])
-                published_optimizer = same["optimizer"].iloc[0]
+                hit = same.iloc[0]
+                published_optimizer = hit["optimizer"]
+            else:
+                hit = None
+            if hit is not None:
+                published, selection = float(hit["top1_error"]), _selection(hit)
         rows.append({"dataset": dataset, "model": model, "optimizer": optimizer, "method": method,
                      "n_seeds": len(group), "n_complete": len(ok),
                      "n_diverged": int((group["status"] == "diverged").sum()),
                      "mean": ok.mean() if len(ok) else math.nan,
                      "std": ok.std(ddof=1) if len(ok) > 1 else math.nan,
-                     "published": published, "published_optimizer": published_optimizer})
+                     "published": published, "published_optimizer": published_optimizer,
+                     "published_selection": selection})
     return pd.DataFrame(rows, columns=["dataset", "model", "optimizer", "method", "n_seeds",
                                        "n_complete", "n_diverged", "mean", "std", "published",
-                                       "published_optimizer"])
+                                       "published_optimizer", "published_selection"])
+
+
+def _selection(row) -> str:
+    """The split the paper selected this number's checkpoint on; '' when the file does not say."""
+    value = row.get("selection", "")
+    return "" if not isinstance(value, str) else value.strip().lower()
+
+
+def _published(value: float, optimizer: str = "", selection: str = "") -> str:
+    """'0.94†', '82.45, Adam' or '—': the published part of a cell."""
+    if math.isnan(value):
+        return "—"
+    text = f"{value:.2f}" + (SELECTED_ON_TEST if selection == "test" else "")
+    if optimizer:
+        text += f", {OPTIMIZER_NAMES.get(optimizer, optimizer)}"
+    return text
 
 
 def _cell(row) -> str:
@@ -72,9 +99,7 @@ def _cell(row) -> str:
         reproduced = f"{row['mean']:.2f}"
     else:
         reproduced = "diverged" if diverged else "unfinished"
-    published = "—" if math.isnan(row["published"]) else f"{row['published']:.2f}"
-    if row["published_optimizer"]:
-        published += f", {OPTIMIZER_NAMES.get(row['published_optimizer'], row['published_optimizer'])}"
+    published = _published(row["published"], row["published_optimizer"], row["published_selection"])
     notes = ""
     if diverged:
         notes += f" [{diverged}/{n} diverged]"
@@ -103,14 +128,15 @@ def error_table(accuracy: pd.DataFrame, reference=None) -> pd.DataFrame:
             if len(match):
                 text = _cell(match.iloc[0])
             else:
-                published = math.nan
+                published, selection = math.nan, ""
                 if reference is not None:
                     hit = reference[(reference["dataset"] == setting[0])
                                     & (reference["model"] == setting[1])
                                     & (reference["optimizer"] == setting[2])
                                     & (reference["method"] == method)]
-                    published = float(hit["top1_error"].iloc[0]) if len(hit) else math.nan
-                text = "—" if math.isnan(published) else f"— ({published:.2f})"
+                    if len(hit):
+                        published, selection = float(hit["top1_error"].iloc[0]), _selection(hit.iloc[0])
+                text = "—" if math.isnan(published) else f"— ({_published(published, '', selection)})"
             table.loc[method_label(method), column] = text
     return table
 
@@ -143,7 +169,7 @@ def _latex(table: pd.DataFrame) -> str:
         lines += [" & ".join(escape(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         text = "\n".join(lines) + "\n"
-    return text.replace("±", r"$\pm$").replace("—", "---")
+    return text.replace("±", r"$\pm$").replace("—", "---").replace(SELECTED_ON_TEST, r"$^\dagger$")
 
 
 def write_table(table: pd.DataFrame, prefix: str | Path) -> list[Path]:
