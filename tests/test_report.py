@@ -219,9 +219,9 @@ def test_write_table(runs, tmp_path):
 
 # ----------------------------------------------------------------------------- figures
 #
-# What is drawn, not only that a PNG exists: a figure that fell back to its placeholder,
-# lost a method, a colour or the solid/dashed distinction must fail here. The Figure is
-# taken from ``save_figure`` as ``fig_*`` writes it, so these are the files' contents.
+# What is drawn, not only that a PNG exists: a figure that lost a panel, a method, a
+# colour or the solid/dashed distinction must fail here. The Figure is taken from
+# ``save_figure`` as ``fig_*`` writes it, so these are the files' contents.
 
 SETTINGS = ["Digits LeNet SGD", "MNIST LeNet SGD", "CIFAR-10 ResNet-20 SGD"]
 EPS_LABEL = "ε (L∞, images in [0, 1])"
@@ -356,6 +356,68 @@ def test_alignment_layers_figure(runs, drawn):
     assert_method_legend(fig, ["bp", "fa", "usf", "kp"])
 
 
+def test_alignment_per_layer_figure(runs, drawn):
+    fig = drawn("alignment_per_layer", collect.collect_runs(runs)["alignment"])
+    assert fig.get_suptitle() == ("Alignment of W with B per layer during training "
+                                  "(mean over seeds; dfa: no W-shaped B, not shown)")
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    grid = np.array(panels).reshape(2 * 3, 3)  # two rows per setting; CIFAR-10 has 3 methods
+    visible = [[ax.get_visible() for ax in row] for row in grid]
+    assert visible == [[True, False, False]] * 4 + [[True, True, True]] * 2
+    assert [ax.get_title() for ax in grid[0::2].flat if ax.get_visible()] == [
+        "Digits LeNet SGD: bp", "MNIST LeNet SGD: usf", "CIFAR-10 ResNet-20 SGD: bp",
+        "CIFAR-10 ResNet-20 SGD: fa", "CIFAR-10 ResNet-20 SGD: kp (not in paper)"]
+    assert [ax.get_ylabel() for ax in grid[:, 0]] == ["angle(W, B) (degrees)", "‖B‖ / ‖W‖"] * 3
+    assert [ax.get_xlabel() for ax in grid[-1]] == ["epoch"] * 3
+    assert [ax.get_xlabel() for ax in grid[-2]] == [""] * 3
+    cmap = figures.DEPTH_CMAP
+    expected = [to_hex(cmap(i / (len(LAYERS) - 1))) for i in range(len(LAYERS))]
+    for ax in grid.flat:
+        if ax.get_visible():  # a line per layer, input to output along the colormap
+            assert [line.get_label() for line in ax.lines] == LAYERS
+            assert [to_hex(line.get_color()) for line in ax.lines] == expected
+    fa_angle, fa_ratio = grid[4, 1], grid[5, 1]
+    # fa seed 0 has epochs 0..3, its diverged seed 1 epochs 0..2: 80 - 10 epoch + layer index
+    for i, line in enumerate(fa_angle.lines):
+        np.testing.assert_allclose(line.get_xdata(), [0, 1, 2, 3])
+        np.testing.assert_allclose(line.get_ydata(), 80 - 10 * np.arange(4) + i)
+    for i, line in enumerate(fa_ratio.lines):
+        np.testing.assert_allclose(line.get_ydata(), [1 + 0.1 * i] * 4)
+    assert fa_angle.get_ylim()[0] < 0 and fa_angle.get_ylim()[1] >= 90  # angles on 0..90
+    assert fa_ratio.get_ylim()[0] < 0
+    assert len(bars) == 3  # one depth scale per setting, naming the first and last layer
+    for bar in bars:
+        assert bar.get_ylabel() == "layer depth (input → output)"
+        assert [t.get_text() for t in bar.get_yticklabels()] == [LAYERS[0], LAYERS[-1]]
+
+
+def test_alignment_per_layer_takes_the_seed_mean(drawn):
+    rows = [{"dataset": "cifar10", "model": "resnet56", "optimizer": "adam", "method": "fa",
+             "seed": seed, "epoch": epoch, "layer": layer,
+             "weight_angle": 90 - epoch * (depth + 1) + seed, "norm_ratio": 1 + seed + depth,
+             "gradient_angle": math.nan}
+            for seed in (0, 1, 2) for epoch in (0, 1) for depth, layer in
+            enumerate(["conv1", "layer1.0.conv1", "fc"])]
+    fig = drawn("alignment_per_layer", pd.DataFrame(rows))
+    angle, ratio, bar = fig.axes
+    assert angle.get_title() == "CIFAR-10 ResNet-56 Adam: fa"
+    assert [line.get_label() for line in angle.lines] == ["conv1", "layer1.0.conv1", "fc"]
+    np.testing.assert_allclose([line.get_ydata() for line in angle.lines],
+                               [[91, 90], [91, 89], [91, 88]])
+    np.testing.assert_allclose([line.get_ydata() for line in ratio.lines],
+                               [[2, 2], [3, 3], [4, 4]])
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["conv1", "fc"]
+    assert fig.get_suptitle().endswith("(mean over seeds)")
+
+
+def test_alignment_per_layer_without_weight_angles_is_an_error(runs, tmp_path):
+    alignment = collect.collect_runs(runs)["alignment"]
+    with pytest.raises(UsageError, match="no weight angles"):
+        figures.fig_alignment_per_layer(alignment[alignment.method == "dfa"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_robustness_figure(drawn):
     fig = drawn("robustness", attack_frame(), reference=ROBUSTNESS)
     assert_no_placeholder(fig)
@@ -446,20 +508,31 @@ def test_draw_returns_the_figure_fig_writes(runs, tmp_path):
 
 
 @pytest.mark.parametrize("name", names.FIGURE_NAMES)
-def test_figures_from_empty_frames(drawn, name):
-    """A study without these results still gets the file, one panel saying so."""
-    empty = pd.DataFrame(columns=COLUMNS if name in ("robustness", "onepixel", "transfer")
+def test_figures_from_empty_frames_are_an_error(tmp_path, name):
+    """A study without these results does not make the figure (names.study_figures), so an
+    empty input is a wrong one: no placeholder is drawn."""
+    empty = pd.DataFrame(columns=COLUMNS if names.FIGURE_TABLES[name] == names.ATTACK_TABLE
                          else names.KEYS)
-    fig = drawn(name, empty)
-    (ax,) = fig.axes
-    assert not ax.lines and not ax.patches
-    assert [t.get_text() for t in ax.texts][0].startswith("no ")
+    with pytest.raises(UsageError, match=rf"the {name} figure has nothing to draw"):
+        figures.FIGURES[name](empty, tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("methods, attacks, left_out", [
+    (["bp", "fa"], ["pgd", "square", "transfer"], ["onepixel"]),
+    (["bp", "fa"], ["onepixel"], ["robustness", "transfer"]),
+    (["bp", "fa"], ["fgsm", "square", "onepixel", "transfer"], []),
+    (["dfa"], ["square"], ["alignment_layers", "alignment_per_layer", "onepixel", "transfer"]),
+    (["bp", "dfa"], [], ["robustness", "onepixel", "transfer"])])
+def test_study_figures_are_those_with_data(methods, attacks, left_out):
+    assert names.study_figures(methods, attacks) == [
+        name for name in names.FIGURE_NAMES if name not in left_out]
 
 
 def run_frames(runs):
     frames = collect.collect_runs(runs)
     return {"training": frames["training"], "alignment": frames["alignment"],
-            "alignment_layers": frames["alignment"]}
+            "alignment_layers": frames["alignment"], "alignment_per_layer": frames["alignment"]}
 
 
 @pytest.mark.parametrize("name, old, new", [
@@ -468,13 +541,15 @@ def run_frames(runs):
     ("alignment", "epoch", "ep"),
     ("alignment_layers", "weight_angle", "w_angle"),
     ("alignment_layers", "layer", "name"),
+    ("alignment_per_layer", "norm_ratio", "ratio"),
+    ("alignment_per_layer", "layer", "name"),
     ("robustness", "robust_acc", "robust_accuracy"),
     ("robustness", "gradient", "grad"),
     ("onepixel", "pixels", "n_pixels"),
     ("transfer", "eps", "epsilon"),
     ("transfer", "method", "rule")])
 def test_a_renamed_column_is_an_error_naming_it(runs, tmp_path, name, old, new):
-    frame = run_frames(runs)[name] if name in ("training", "alignment", "alignment_layers") \
+    frame = run_frames(runs)[name] if names.FIGURE_TABLES[name] != names.ATTACK_TABLE \
         else attack_frame()
     with pytest.raises(UsageError, match=rf"the {name} figure needs the column\(s\) {old}\b"):
         figures.FIGURES[name](frame.rename(columns={old: new}), tmp_path / "x.png")
@@ -530,10 +605,14 @@ def test_cli_attacks_and_attack_figure(tmp_path):
     args = parser().parse_args(["report", "attacks", "--csv", str(tmp_path / "a.csv"),
                                 str(tmp_path / "empty.csv"), "--out", str(tmp_path / "all.csv")])
     assert args.run(args) == 0
-    args = parser().parse_args(["report", "figure", "transfer", "--input", str(tmp_path / "empty.csv"),
+    args = parser().parse_args(["report", "figure", "transfer", "--input", str(tmp_path / "all.csv"),
                                 "--out", str(tmp_path / "t.png")])
     assert args.run(args) == 0
     assert_png(tmp_path / "t.png")
+    args = parser().parse_args(["report", "figure", "transfer", "--input", str(tmp_path / "empty.csv"),
+                                "--out", str(tmp_path / "e.png")])
+    with pytest.raises(UsageError, match="nothing to draw"):
+        args.run(args)
     args = parser().parse_args(["report", "figure", "training", "--input", str(tmp_path / "no.csv"),
                                 "--out", str(tmp_path / "x.png")])
     with pytest.raises(ValueError, match="does not exist"):

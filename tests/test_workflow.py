@@ -59,6 +59,31 @@ def project(tmp_path_factory):
     return root
 
 
+#: The small study's figures: bp and fa, PGD, Square and transfer, no OnePixel.
+SMALL_STUDY_FIGURES = [name for name in names.FIGURE_NAMES if name != "onepixel"]
+
+
+def planned_figures(cwd, configfile) -> list[str]:
+    result = snakemake(cwd, "-n", "--configfile", configfile)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sorted(job["wildcards"]["figure"] for job in planned_jobs(result.stdout)
+                  if job["rule"] == "figure")
+
+
+def test_only_figures_with_data_are_planned(project):
+    """A study without OnePixel results makes no OnePixel figure (nor lists one in its
+    report); asking for OnePixel strengths brings the figure back."""
+    assert planned_figures(project, "config/config.yaml") == sorted(SMALL_STUDY_FIGURES)
+    config = yaml.safe_load((project / "config" / "small.yaml").read_text())
+    config["attacks"]["onepixel"]["pixels"] = [1]
+    (project / "config" / "onepixel.yaml").write_text(yaml.safe_dump(config))
+    assert planned_figures(project, "config/onepixel.yaml") == sorted(names.FIGURE_NAMES)
+    config["attacks"]["targets"] = []  # nothing attacked: no attack figure at all
+    (project / "config" / "no_attacks.yaml").write_text(yaml.safe_dump(config))
+    assert planned_figures(project, "config/no_attacks.yaml") == sorted(
+        ["training", "alignment", "alignment_layers", "alignment_per_layer"])
+
+
 def test_paper_config_lists_every_training_run():
     result = snakemake(ROOT, "-n", "--configfile", "config/paper.yaml")
     assert result.returncode == 0, result.stderr
@@ -123,11 +148,12 @@ def test_small_study_end_to_end(project):
     run = snakemake(project, "--cores", "2", "--configfile", "config/small.yaml")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = project / "results"
-    for name in names.FIGURE_NAMES:
+    for name in SMALL_STUDY_FIGURES:
         figure = results / "figures" / f"{name}.png"
         assert figure.stat().st_size > 5000 and figure.read_bytes()[:4] == b"\x89PNG"
         pdf = results / "figures" / f"{name}.pdf"  # the same figure as vector graphics
         assert pdf.stat().st_size > 1000 and pdf.read_bytes()[:5] == b"%PDF-"
+    assert not (results / "figures" / "onepixel.png").exists()  # no OnePixel in this study
     # what each train and attack job took (time, memory), to size cluster requests
     for benchmark in ("train/digits/lenet_mnist/sgd/fa/seed0.tsv",
                       "attack/digits/lenet_mnist/sgd/fa/seed0/pgd-true.tsv"):
@@ -219,7 +245,7 @@ def test_planned_files_follow_biofa_names(project):
     from biofa.study.figures import figure_paths
 
     figures = {job["wildcards"]["figure"]: job for job in by_rule["figure"]}
-    assert set(figures) == set(names.FIGURE_NAMES)
+    assert set(figures) == set(SMALL_STUDY_FIGURES)
     for name, job in figures.items():
         png, pdf = job["output"]
         assert figure_paths(png) == {"png": Path(png), "pdf": Path(pdf)}

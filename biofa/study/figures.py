@@ -6,10 +6,11 @@ Each figure comes as a pair: ``draw_NAME(frame, ...)`` returns the matplotlib Fi
 ``fig_NAME(frame, out, ...)`` draws it and writes the PNG and PDF. The Figure is what a caller
 (or a test) can inspect or restyle: its panels, lines, colours and labels. Figures are
 made without pyplot (``matplotlib.figure.Figure`` draws to files on its own), so
-importing this module selects no backend and leaves a notebook's or GUI's alone. A frame with
-no rows gives a placeholder that says what is missing, so the workflow's output exists
-anyway; a frame with rows but without the columns a figure reads raises ``UsageError``
-naming them, since that is a renamed or wrong input rather than a study without data.
+importing this module selects no backend and leaves a notebook's or GUI's alone. A frame
+without the rows or the columns a figure reads raises ``UsageError`` saying what is missing:
+the workflow asks only for the figures its study has data for
+(:func:`biofa.study.names.study_figures`), so an empty input is a wrong one, and a figure
+that says "no data" would be an empty page in the report.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -73,15 +76,11 @@ def save_figure(fig, out: str | Path) -> Path:
     return Path(out)
 
 
-def _placeholder(title: str, message: str) -> Figure:
-    """A figure that says what is missing, so the file exists for the workflow anyway."""
-    fig = Figure(figsize=(6.5, 4))
-    ax = fig.subplots()
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, wrap=True,
-            transform=ax.transAxes)
-    ax.set_title(title)
-    ax.set_xticks([]), ax.set_yticks([])
-    return fig
+def _nonempty(frame: pd.DataFrame, figure: str, what: str) -> None:
+    """Refuse a frame without rows: there is nothing to draw, and a study without ``what``
+    does not make this figure (see :func:`biofa.study.names.study_figures`)."""
+    if frame.empty:
+        raise UsageError(f"the {figure} figure has nothing to draw: its input holds no {what}")
 
 
 def _require(frame: pd.DataFrame, columns, figure: str) -> None:
@@ -98,6 +97,7 @@ ATTACK_BASE = ["dataset", "model", "method", "attack", "robust_acc", "ci_low", "
 REQUIRED = {"training": RUN_COLUMNS + ["val_acc1"],
             "alignment": RUN_COLUMNS + ["seed"],
             "alignment_layers": RUN_COLUMNS + ["seed", "layer", "weight_angle"],
+            "alignment_per_layer": RUN_COLUMNS + ["seed", "layer", "weight_angle", "norm_ratio"],
             "robustness": ATTACK_BASE + ["gradient", "eps", "queries"],
             "onepixel": ATTACK_BASE + ["pixels"],
             "transfer": ATTACK_BASE + ["eps"]}
@@ -154,8 +154,7 @@ def draw_training(training: pd.DataFrame) -> Figure:
     Shows how fast and how far each rule learns, and where a run diverged (its line stops).
     """
     title = "Validation top-1 error during training"
-    if training.empty:
-        return _placeholder(title, "no training metrics in this study")
+    _nonempty(training, "training", "training metrics")
     _require(training, REQUIRED["training"], "training")
     frame = _labelled(training)
     frame["val_error"] = 100 * (1 - frame["val_acc1"].astype(float))
@@ -196,8 +195,7 @@ def draw_alignment(alignment: pd.DataFrame) -> Figure:
     B is not W-shaped; gradient angle when not measured) are dropped.
     """
     title = "Alignment with backpropagation during training"
-    if alignment.empty:
-        return _placeholder(title, "no alignment measurements in this study")
+    _nonempty(alignment, "alignment", "alignment measurements")
     _require(alignment, REQUIRED["alignment"], "alignment")
     if not set(ALIGNMENT_METRICS) & set(alignment.columns):
         raise UsageError(f"the alignment figure needs at least one of the columns "
@@ -237,13 +235,11 @@ def draw_alignment_layers(alignment: pd.DataFrame) -> Figure:
     The paper's alignment figure: which layers' feedback ends up pointing along W.
     """
     title = "Weight alignment per layer at the last epoch"
-    if alignment.empty:
-        return _placeholder(title, "no alignment measurements in this study")
+    _nonempty(alignment, "alignment_layers", "alignment measurements")
     _require(alignment, REQUIRED["alignment_layers"], "alignment_layers")
     last = alignment[alignment["epoch"] == alignment.groupby(KEYS)["epoch"].transform("max")]
     frame = _labelled(last.dropna(subset=["weight_angle"]))
-    if frame.empty:
-        return _placeholder(title, "no weight angles measured (e.g. only DFA runs)")
+    _nonempty(frame, "alignment_layers", "weight angles (DFA's B is not W-shaped)")
     settings, methods = settings_of(frame), ordered_methods(frame["method"])
     n_layers = max(_setting_of(frame, s)["layer"].nunique() for s in settings)
     fig, axes = _grid(len(settings), 1, width=min(24.0, max(6.0, 0.22 * n_layers * len(methods))),
@@ -267,6 +263,79 @@ def draw_alignment_layers(alignment: pd.DataFrame) -> Figure:
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(f"{title} (mean over seeds, bar ± 1 sd; DFA has no W-shaped B)")
     fig.tight_layout()
+    return fig
+
+
+#: The colormap of layer depth, green at the input to dark violet at the classifier:
+#: viridis without its palest yellows, which barely show on white.
+DEPTH_CMAP = ListedColormap(matplotlib.colormaps["viridis_r"](np.linspace(0.2, 1.0, 256)),
+                            name="layer_depth")
+DEPTH_LABEL = "layer depth (input → output)"
+PER_LAYER_METRICS = ("weight_angle", "norm_ratio")
+
+
+def depth_colours(layers) -> dict:
+    """A colour per layer along :data:`DEPTH_CMAP`, ``layers`` listed input to output."""
+    n = len(layers)
+    return {layer: DEPTH_CMAP(i / (n - 1) if n > 1 else 1.0) for i, layer in enumerate(layers)}
+
+
+@_themed
+def draw_alignment_per_layer(alignment: pd.DataFrame) -> Figure:
+    """angle(W, B) (upper row) and ‖B‖/‖W‖ (lower row) per epoch, a line per layer coloured
+    by depth, a column per method; two rows of panels per setting, mean over seeds.
+
+    The paper's alignment figure: feedback alignment does not align every layer alike (with
+    FA the classifier's W turns towards B much further than the convolutions'), which an
+    average over layers hides. Methods whose B is not W-shaped (DFA) are left out, and the
+    title says so. Layers are in the order they first appear in a run (input to output).
+    """
+    title = "Alignment of W with B per layer during training"
+    _nonempty(alignment, "alignment_per_layer", "alignment measurements")
+    _require(alignment, REQUIRED["alignment_per_layer"], "alignment_per_layer")
+    measured = alignment.dropna(subset=["weight_angle"])
+    left_out = [m for m in ordered_methods(alignment["method"]) if m not in set(measured["method"])]
+    _nonempty(measured, "alignment_per_layer", "weight angles (DFA's B is not W-shaped)")
+    settings = settings_of(measured)
+    columns = max(measured.pipe(_setting_of, s)["method"].nunique() for s in settings)
+    fig = Figure(figsize=(3.8 * columns + 1.2, 2.9 * 2 * len(settings)), layout="constrained")
+    axes = fig.subplots(2 * len(settings), columns, squeeze=False)
+    for block, setting in enumerate(settings):
+        data = _setting_of(measured, setting)
+        layers = list(dict.fromkeys(data["layer"]))
+        colours = depth_colours(layers)
+        methods = ordered_methods(data["method"])
+        for row, metric in enumerate(PER_LAYER_METRICS):
+            for col in range(columns):
+                ax = axes[2 * block + row][col]
+                if col >= len(methods):
+                    ax.set_visible(False)
+                    continue
+                method = methods[col]
+                rows = data[data["method"] == method]
+                drawn = []
+                for layer in layers:
+                    curve = (rows[rows["layer"] == layer].groupby("epoch")[metric].mean()
+                             .dropna().sort_index())  # mean over seeds
+                    if len(curve):
+                        ax.plot(curve.index, curve.to_numpy(), color=colours[layer], lw=1.4,
+                                label=layer)
+                        drawn.extend(curve.tolist())
+                _zero_based(ax, metric, drawn)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set(xlabel="epoch" if row == 1 else "",
+                       ylabel=ALIGNMENT_METRICS[metric] if col == 0 else "")
+                if row == 0:
+                    ax.set_title(f"{setting_label(*setting)}: {method_label(method)}")
+        scale = ScalarMappable(norm=Normalize(0, max(len(layers) - 1, 1)),
+                               cmap=DEPTH_CMAP)
+        bar = fig.colorbar(scale, ax=list(axes[2 * block:2 * block + 2].flat), shrink=0.9,
+                           ticks=[0, max(len(layers) - 1, 1)])
+        bar.set_label(DEPTH_LABEL)
+        bar.ax.set_yticklabels([layers[0], layers[-1]] if len(layers) > 1 else layers * 2)
+        bar.ax.invert_yaxis()  # the input at the top, as a network is usually drawn
+    note = f"; {', '.join(left_out)}: no W-shaped B, not shown" if left_out else ""
+    fig.suptitle(f"{title} (mean over seeds{note})")
     return fig
 
 
@@ -344,8 +413,7 @@ def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
     """
     title = "Robust accuracy under white-box attacks and Square"
     frame = _attack_rows(attacks, ROBUSTNESS_ATTACKS, "robustness", "eps")
-    if frame.empty:
-        return _placeholder(title, "no white-box or square results in this study")
+    _nonempty(frame, "robustness", "white-box or Square results")
     reference = _load_robustness_reference(reference)
     names = order(frame["attack"], ROBUSTNESS_ATTACKS)
     settings, methods = _attack_settings(frame), ordered_methods(frame["method"])
@@ -385,8 +453,7 @@ def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
 def _strength_figure(attacks, attack: str, x: str, xlabel: str, title: str,
                      reference=None) -> Figure:
     frame = _attack_rows(attacks, (attack,), attack, x)
-    if frame.empty:
-        return _placeholder(title, f"no {attack} results in this study")
+    _nonempty(frame, attack, f"{attack} results")
     reference = _load_robustness_reference(reference)
     settings, methods = _attack_settings(frame), ordered_methods(frame["method"])
     fig, axes = _grid(1, len(settings), sharey=True)
@@ -425,7 +492,8 @@ def draw_transfer(attacks: pd.DataFrame) -> Figure:
 
 #: ``draw_*`` by figure name: each returns the Figure without writing it.
 DRAW = {"training": draw_training, "alignment": draw_alignment,
-        "alignment_layers": draw_alignment_layers, "robustness": draw_robustness,
+        "alignment_layers": draw_alignment_layers,
+        "alignment_per_layer": draw_alignment_per_layer, "robustness": draw_robustness,
         "onepixel": draw_onepixel, "transfer": draw_transfer}
 
 
@@ -450,6 +518,12 @@ def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
 
 
 @_themed
+def fig_alignment_per_layer(alignment: pd.DataFrame, out: str | Path) -> Path:
+    """:func:`draw_alignment_per_layer` written to ``out`` (PNG and PDF); returns the path."""
+    return save_figure(draw_alignment_per_layer(alignment), out)
+
+
+@_themed
 def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
     """:func:`draw_robustness` written to ``out`` (PNG and PDF); returns the path."""
     return save_figure(draw_robustness(attacks, reference), out)
@@ -469,5 +543,6 @@ def fig_transfer(attacks: pd.DataFrame, out: str | Path) -> Path:
 
 #: ``fig_*`` by figure name, what ``biofa report figure NAME`` runs.
 FIGURES = {"training": fig_training, "alignment": fig_alignment,
-           "alignment_layers": fig_alignment_layers, "robustness": fig_robustness,
+           "alignment_layers": fig_alignment_layers,
+           "alignment_per_layer": fig_alignment_per_layer, "robustness": fig_robustness,
            "onepixel": fig_onepixel, "transfer": fig_transfer}

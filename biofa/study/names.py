@@ -49,7 +49,8 @@ MODEL_NAMES = {"lenet_mnist": "LeNet", "lenet_cifar": "LeNet", "resnet18": "ResN
                "resnet56": "ResNet-56", "resnet110": "ResNet-110"}
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
 
-FIGURE_NAMES = ("training", "alignment", "alignment_layers", "robustness", "onepixel", "transfer")
+FIGURE_NAMES = ("training", "alignment", "alignment_layers", "alignment_per_layer", "robustness",
+                "onepixel", "transfer")
 ROBUSTNESS_ATTACKS = tuple(WHITE_BOX) + ("square",)
 GRADIENT_STYLES = {"feedback": "-", "true": "--", "none": "-", "transfer": "-"}
 GRADIENT_LABELS = {"feedback": "feedback gradient (the rule's own)",
@@ -123,8 +124,34 @@ ATTACK_TABLE = "robustness"
 
 #: The table each figure is drawn from (``tables/NAME.csv``).
 FIGURE_TABLES = {"training": "training", "alignment": "alignment",
-                 "alignment_layers": "alignment", "robustness": ATTACK_TABLE,
+                 "alignment_layers": "alignment", "alignment_per_layer": "alignment",
+                 "robustness": ATTACK_TABLE,
                  "onepixel": ATTACK_TABLE, "transfer": ATTACK_TABLE}
+#: Methods whose feedback matrix is not shaped like W (DFA's goes from the output to each
+#: layer), so they have no angle(W, B) or norm ratio.
+NO_WEIGHT_SHAPED_FEEDBACK = ("dfa",)
+#: Figures drawn from angle(W, B) alone: nothing to draw when every method is in
+#: :data:`NO_WEIGHT_SHAPED_FEEDBACK`.
+WEIGHT_ALIGNMENT_FIGURES = ("alignment_layers", "alignment_per_layer")
+#: The attacks each attack figure draws (it has data when the study runs any of them).
+FIGURE_ATTACKS = {"robustness": ROBUSTNESS_ATTACKS, "onepixel": ("onepixel",),
+                  "transfer": ("transfer",)}
+
+
+def study_figures(methods, attacks) -> list[str]:
+    """The figures, of :data:`FIGURE_NAMES`, that a study training ``methods`` and running
+    ``attacks`` (their names, on at least one target) has data for.
+
+    The workflow makes only these, so its report never shows an empty figure, and a figure
+    asked to draw a table without rows can refuse rather than draw a placeholder.
+    """
+    methods, attacks = set(methods), set(attacks)
+    weight_shaped = bool(methods - set(NO_WEIGHT_SHAPED_FEEDBACK))
+    return [name for name in FIGURE_NAMES
+            if (name not in WEIGHT_ALIGNMENT_FIGURES or weight_shaped)
+            and (name not in FIGURE_ATTACKS or attacks & set(FIGURE_ATTACKS[name]))]
+
+
 #: Figures that draw the published numbers too (``biofa report figure --reference``).
 REFERENCE_FIGURES = ("robustness", "onepixel")
 #: The file formats of every figure: a PNG to look at and a vector PDF for papers.

@@ -15,6 +15,7 @@ from biofa.study.names import (
     THREAT_MODELS,
     TRANSFER_GRADIENT,
     TRANSFER_SOURCE,
+    study_figures,
 )
 from biofa.study.run import RunFolder
 from biofa.study.study_config import experiment_index, run_key, runs as study_runs
@@ -166,8 +167,17 @@ def attack_arguments(wildcards):
     return arguments
 
 
+def figures():
+    """The figures this study has data for (biofa decides from the runs and the attacks),
+    so the DAG, rule all and the report show no empty figure."""
+    attacked = (
+        {attack for attack, gradient in attack_plan()} if attack_csvs() else set()
+    )
+    return study_figures({run["method"] for run in runs()}, attacked)
+
+
 def figure_files():
-    return expand(f"{FIGURE}.{{ext}}", figure=FIGURE_NAMES, ext=FIGURE_FORMATS)
+    return expand(f"{FIGURE}.{{ext}}", figure=figures(), ext=FIGURE_FORMATS)
 
 
 # The published numbers the tables and figures are compared with. They belong to the
