@@ -497,52 +497,24 @@ DRAW = {"training": draw_training, "alignment": draw_alignment,
         "onepixel": draw_onepixel, "transfer": draw_transfer}
 
 
-# Each writer draws and saves under the same theme, so the files look like the Figure.
+def _writer(name: str, draw):
+    """``fig_NAME(frame, out, **options)``: ``draw`` written to ``out`` (PNG and PDF).
 
-@_themed
-def fig_training(training: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_training` written to ``out`` (PNG and PDF); returns the path."""
-    return save_figure(draw_training(training), out)
+    It draws and saves under the same theme, so the files look like the Figure.
+    """
+    @_themed
+    def write(frame: pd.DataFrame, out: str | Path, **options) -> Path:
+        return save_figure(draw(frame, **options), out)
 
-
-@_themed
-def fig_alignment(alignment: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_alignment` written to ``out`` (PNG and PDF); returns the path."""
-    return save_figure(draw_alignment(alignment), out)
-
-
-@_themed
-def fig_alignment_layers(alignment: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_alignment_layers` written to ``out`` (PNG and PDF); returns the path."""
-    return save_figure(draw_alignment_layers(alignment), out)
-
-
-@_themed
-def fig_alignment_per_layer(alignment: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_alignment_per_layer` written to ``out`` (PNG and PDF); returns the path."""
-    return save_figure(draw_alignment_per_layer(alignment), out)
-
-
-@_themed
-def fig_robustness(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
-    """:func:`draw_robustness` written to ``out`` (PNG and PDF); returns the path."""
-    return save_figure(draw_robustness(attacks, reference), out)
-
-
-@_themed
-def fig_onepixel(attacks: pd.DataFrame, out: str | Path, reference=None) -> Path:
-    """:func:`draw_onepixel` written to ``out`` (PNG and PDF); returns the path."""
-    return save_figure(draw_onepixel(attacks, reference), out)
-
-
-@_themed
-def fig_transfer(attacks: pd.DataFrame, out: str | Path) -> Path:
-    """:func:`draw_transfer` written to ``out`` (PNG and PDF); returns the path."""
-    return save_figure(draw_transfer(attacks), out)
+    write.__name__ = write.__qualname__ = f"fig_{name}"
+    write.__doc__ = f":func:`{draw.__name__}` written to ``out`` (PNG and PDF); returns the path."
+    return write
 
 
 #: ``fig_*`` by figure name, what ``biofa report figure NAME`` runs.
-FIGURES = {"training": fig_training, "alignment": fig_alignment,
-           "alignment_layers": fig_alignment_layers,
-           "alignment_per_layer": fig_alignment_per_layer, "robustness": fig_robustness,
-           "onepixel": fig_onepixel, "transfer": fig_transfer}
+FIGURES = {name: _writer(name, draw) for name, draw in DRAW.items()}
+fig_training, fig_alignment = FIGURES["training"], FIGURES["alignment"]
+fig_alignment_layers, fig_alignment_per_layer = (FIGURES["alignment_layers"],
+                                                 FIGURES["alignment_per_layer"])
+fig_robustness, fig_onepixel, fig_transfer = (FIGURES["robustness"], FIGURES["onepixel"],
+                                              FIGURES["transfer"])
