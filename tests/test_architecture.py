@@ -99,7 +99,7 @@ def closure(name: str) -> set[str]:
     return seen
 
 
-def test_importing_the_tables_costs_no_torch():
+def test_importing_the_tables_costs_no_matplotlib_or_attacks():
     code = ("import sys, biofa.study.collect, biofa.study.tables, biofa.study.names; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'torchattacks') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,7 +1,8 @@
 """The study's vocabulary: keys, names, orders and colours that every step shares.
 
-Plain data and a few pure helpers, importing neither torch nor matplotlib, so that the
-training, attack, table and figure steps (and the workflow) name things one way.
+Plain data and a few pure helpers, importing no matplotlib and no training or attack
+code, so that the training, attack, table and figure steps (and the workflow) name things
+one way.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ and how to load the model it trained.
 
 Every step that touches a run (train, evaluate, attack, collect, and the workflow's
 rules) names the files through :class:`RunFolder`, so a file is renamed in one place.
-Importing this module costs no torch: the model is built only by :meth:`RunFolder.load_model`.
+Importing this module builds nothing: the model (its converter, data set and device) is
+imported and built only by :meth:`RunFolder.load_model`.
 
     DIR/config.yaml    the resolved run config (defaults filled in)
     DIR/metrics.csv    one row per epoch: train/val loss and top-1/top-5 accuracy, lr, seconds

@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -50,7 +49,6 @@ def set_runtime(config: dict) -> None:
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     if config["deterministic"]:
-        import os
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -272,18 +270,13 @@ _CHECKPOINT_KEYS = {"model", "epoch", "status", "history", "alignment", "best", 
 
 def _resume_point(out: RunFolder, config: dict, restart: bool, restart_on_change: bool) -> dict | None:
     """The checkpoint to resume from, if ``out`` holds one of this same config."""
-    saved, last = out / out.CONFIG, out / out.LAST
-    fresh = out.restart_hint()
+    last = out / out.LAST
     if restart:
         out.clear()
         return None
-    if not saved.exists():
+    if not (out / out.CONFIG).exists():
         return None
-    try:
-        saved_config = yaml.safe_load(saved.read_text())
-    except yaml.YAMLError:
-        raise RunError(f"{saved} is corrupted (not valid YAML); {fresh}") from None
-    if saved_config != config:
+    if out.read_config(validate=False) != config:
         if not restart_on_change:
             raise RunError(f"{out} holds a run with a different config; delete the folder, "
                            "choose another --out, or pass --restart-on-change")
@@ -294,7 +287,7 @@ def _resume_point(out: RunFolder, config: dict, restart: bool, restart_on_change
         return None
     state = out.load_checkpoint(out.LAST)
     if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= set(state):
-        raise CheckpointError(f"{last} is not a biofa training checkpoint; {fresh}")
+        raise CheckpointError(f"{last} is not a biofa training checkpoint; {out.restart_hint()}")
     return state
 
 
