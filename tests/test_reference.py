@@ -98,7 +98,8 @@ def test_paper_config_attacks_on_the_published_grids(robust, paper_attacks):
     assert paper_attacks["onepixel"]["pixels"] == sorted(onepixel.pixels.astype(int).unique()) \
         == [1, 2, 3, 4, 5]
     assert paper_attacks["n_images"] == 500
-    assert {"dataset": "cifar10", "model": "resnet20", "optimizer": "sgd"} in paper_attacks["targets"]
+    assert {"dataset": "cifar10", "model": "resnet20", "optimizer": "sgd", "init": "xavier"} \
+        in paper_attacks["targets"]
 
 
 def _attack_frame(attack, strengths, methods=("bp", "fa")):

@@ -108,8 +108,8 @@ def assert_png(path):
 def test_collect_runs_rows_and_keys(runs):
     frames = collect.collect_runs(runs)
     accuracy = frames["accuracy"]
-    assert list(accuracy.columns[:11]) == ["dataset", "model", "optimizer", "method", "seed",
-                                           "status", "epochs_done", "best_epoch", "top1_error",
+    assert list(accuracy.columns[:12]) == ["dataset", "model", "optimizer", "init", "method",
+                                           "seed", "status", "epochs_done", "best_epoch", "top1_error",
                                            "n_images", "in_paper"]
     assert len(accuracy) == len(runs)
     fa1 = accuracy[(accuracy.method == "fa") & (accuracy.seed == 1)].iloc[0]
@@ -118,10 +118,10 @@ def test_collect_runs_rows_and_keys(runs):
     assert accuracy.set_index("method").loc["dfa", "in_paper"]
 
     training = frames["training"]
-    assert list(training.columns[:5]) == names.KEYS
+    assert list(training.columns[:len(names.KEYS)]) == names.KEYS
     assert len(training) == 3 * 7 + 2  # 7 complete runs x 3 epochs, the diverged one 2
     alignment = frames["alignment"]
-    assert list(alignment.columns[:5]) == names.KEYS
+    assert list(alignment.columns[:len(names.KEYS)]) == names.KEYS
     assert len(alignment) == (4 * 7 + 3) * len(LAYERS)
     assert alignment.loc[alignment.method == "dfa", "weight_angle"].isna().all()
 

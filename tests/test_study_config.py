@@ -16,6 +16,7 @@ import yaml
 from biofa.study import study_config
 from biofa.study.cli import main
 from biofa.errors import ConfigError
+from biofa.study.names import RUN_FOLDER
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -39,13 +40,14 @@ def test_schema_names_come_from_the_registries():
     assert set(SCHEMA["definitions"]["method"]["enum"]) == set(METHODS)
     assert set(experiment["models"]["items"]["enum"]) == set(MODELS)
     assert set(experiment["dataset"]["enum"]) == set(DATASETS)
-    assert set(experiment["layer"]["properties"]["init"]["enum"]) == {None, *INITS}
+    one, several = experiment["layer"]["properties"]["init"]["oneOf"]
+    assert set(one["enum"]) == set(several["items"]["enum"]) == set(INITS)
     white = SCHEMA["properties"]["attacks"]["properties"]["white_box"]["properties"]
     assert white["attacks"]["items"]["enum"] == list(WHITE_BOX)
     assert white["gradients"]["items"]["enum"] == list(GRADIENTS)
 
 
-@pytest.mark.parametrize("name, count", [("config.yaml", 21), ("paper.yaml", 63)])
+@pytest.mark.parametrize("name, count", [("config.yaml", 21), ("paper.yaml", 119)])
 def test_shipped_studies_are_valid_and_get_their_defaults(name, count):
     raw = yaml.safe_load((ROOT / "config" / name).read_text())
     config = study_config.validate_study(raw)
@@ -114,7 +116,7 @@ def test_overlapping_experiments_are_refused_naming_both():
     message = check(two_experiments(methods=["fa", "bp"]))
     assert "experiments[0] (digits: lenet_mnist)" in message
     assert "experiments[1] (digits: lenet_mnist)" in message
-    assert "digits/lenet_mnist/sgd/bp/seed0" in message
+    assert "digits/lenet_mnist/sgd/xavier/bp/seed0" in message
 
 
 def test_optimizers_with_one_name_for_the_same_runs_are_refused_naming_both_keys():
@@ -352,7 +354,7 @@ def test_every_bad_input_is_refused_naming_the_key(tmp_path, monkeypatch, capsys
 
 def test_check_prints_ok_with_the_number_of_runs(capsys):
     assert main(["check", str(ROOT / "config" / "paper.yaml")]) == 0
-    assert capsys.readouterr().out.strip().endswith("paper.yaml: ok (63 runs)")
+    assert capsys.readouterr().out.strip().endswith("paper.yaml: ok (119 runs)")
     assert main(["check", str(ROOT / "config" / "examples" / "digits_lenet.yaml")]) == 0
     assert capsys.readouterr().out.strip().endswith("digits_lenet.yaml: ok (1 run)")
 
@@ -377,3 +379,57 @@ def test_check_command_smoke(tmp_path):
     assert len(lines) == 1 and "'experiments[0].epochs'" in lines[0]
     assert "allowed: an integer >= 1" in lines[0]
     assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]
+
+
+# --- the initialization study --------------------------------------------------------------
+
+def test_paper_config_holds_the_initialization_study():
+    """Beside the 63 runs of the paper's tables (all xavier), CIFAR-10 LeNet and ResNet-20
+    train every rule with both optimizers from PyTorch's default and Kaiming inits too."""
+    config = study_config.validate_study(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    runs = study_config.runs(config)
+    xavier = [r for r in runs if r["init"] == "xavier"]
+    others = [r for r in runs if r["init"] != "xavier"]
+    assert len(xavier) == 63
+    assert {(r["model"], r["optimizer"], r["init"]) for r in others} == {
+        (model, optimizer, init) for model in ("lenet_cifar", "resnet20")
+        for optimizer in ("sgd", "adam") for init in ("default", "kaiming")}
+    assert len(others) == 2 * 2 * 2 * 7
+    folders = {RUN_FOLDER.format(**r) for r in runs}
+    assert len(folders) == len(runs)  # no two inits share a folder
+    assert "cifar10/resnet20/adam/kaiming/fa/seed2021" in folders
+    # each run's config trains its own init, with its experiment's hyperparameters
+    index = study_config.experiment_index(config)
+    run = next(r for r in others if r["model"] == "resnet20" and r["method"] == "dfa"
+               and r["optimizer"] == "sgd" and r["init"] == "kaiming")
+    made = study_config.run_config(config, config["experiments"][index[study_config.run_key(run)]], run)
+    assert made["layer"]["init"] == "kaiming" and made["optimizer"]["lr"] == 0.001
+    # only the xavier ResNet-20 SGD runs are attacked, as in the paper
+    target, = config["attacks"]["targets"]
+    attacked = [r for r in runs if study_config.is_target(target, r)]
+    assert {(r["model"], r["optimizer"], r["init"]) for r in attacked} == {("resnet20", "sgd", "xavier")}
+    assert len(attacked) == 7
+
+
+def test_a_list_of_inits_makes_one_run_per_init_and_targets_choose_among_them():
+    config = copy.deepcopy(BASE)
+    config["experiments"][0]["layer"] = {"init": ["xavier", "kaiming"]}
+    done = study_config.validate_study(config)
+    runs = study_config.runs(done)
+    per_init = {init: [r for r in runs if r["init"] == init] for init in ("xavier", "kaiming")}
+    assert len(per_init["xavier"]) == len(per_init["kaiming"]) == len(runs) // 2 > 0
+    # a target without init attacks every init; with one, that init alone
+    target = dict(done["attacks"]["targets"][0])
+    assert all(study_config.is_target(target, r) for r in runs)
+    target["init"] = "kaiming"
+    assert [r for r in runs if study_config.is_target(target, r)] == per_init["kaiming"]
+
+
+def test_init_mistakes_are_named():
+    message = check(edit(lambda c: c["experiments"][0].update(layer={"init": ["xavier", "he"]})))
+    assert "experiments[0].layer.init" in message and "kaiming" in message
+    message = check(edit(lambda c: c["experiments"][0].update(layer={"init": None})))
+    assert "experiments[0].layer.init" in message
+    message = check(edit(lambda c: c["attacks"]["targets"][0].update(init="kaiming")))
+    assert "attacks.targets[0].init" in message and "never trained with init kaiming" in message
+    assert "allowed: xavier" in message

@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import UsageError
 from ..methods import PAPER_METHODS
 from . import io
-from .names import ACCURACY_COLUMNS, ATTACK_COLUMNS, KEYS, RUN_TABLES, TEXT_COLUMNS
+from .names import ACCURACY_COLUMNS, ATTACK_COLUMNS, KEYS, RUN_TABLES, TEXT_COLUMNS, run_keys
 from .run import RunFolder
 
 
@@ -37,9 +37,7 @@ def _read_run(run: RunFolder) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     config = run.read_config(validate=False)
     test = run.read_evaluation("test")
     status = run.read_status() or {"status": test.get("status", "unknown"), "epoch": math.nan}
-    key = {"dataset": config["dataset"], "model": config["model"],
-           "optimizer": config["optimizer"]["name"], "method": config["method"],
-           "seed": config["seed"]}
+    key = run_keys(config)
     epoch = status.get("epoch", math.nan)
     # A diverged run's status names the epoch that blew up; the ones before it are done.
     done = epoch - 1 if status.get("status") == "diverged" else epoch
@@ -122,6 +120,9 @@ def collect_attacks(csv_paths, optimizer: str | dict | None = None) -> pd.DataFr
                                  "the run again, or name it: biofa report attacks --optimizer NAME")
             frame.insert(ATTACK_COLUMNS.index("optimizer"), "optimizer", given)
         missing = [c for c in ATTACK_COLUMNS if c not in frame.columns]
+        if missing == ["init"]:
+            raise UsageError(f"{path} does not say which init its model was trained with (biofa "
+                             "records it since the initialization study); attack the run again")
         if missing:
             raise UsageError(f"{path} is not a biofa attack CSV: columns {missing} missing")
         if not frame.empty:

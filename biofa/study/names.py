@@ -24,15 +24,25 @@ GRADIENTS = ("feedback", "true")
 PAPER_SQUARE_QUERIES = 50
 ONEPIXEL_STEPS, ONEPIXEL_POPSIZE = 30, 150
 
-#: A row's run is keyed by method, model, dataset, optimizer and seed: SGD and Adam
-#: models of one architecture are different settings, never seeds of one.
-ATTACK_COLUMNS = ["method", "model", "dataset", "optimizer", "seed", "attack", "gradient", "eps", "pixels",
+#: A row's run is keyed by method, model, dataset, optimizer, init and seed: SGD and Adam
+#: models (or Xavier and Kaiming ones) of one architecture are different settings, never
+#: seeds of one.
+ATTACK_COLUMNS = ["method", "model", "dataset", "optimizer", "init", "seed", "attack", "gradient",
+                  "eps", "pixels",
            "queries", "steps", "n_images", "clean_acc", "robust_acc", "ci_low", "ci_high", "source"]
 
 # ----------------------------------------------------------------------------- runs and tables
 
-KEYS = ["dataset", "model", "optimizer", "method", "seed"]
-TEXT_COLUMNS = ["dataset", "model", "optimizer", "method", "attack", "gradient", "source", "status"]
+KEYS = ["dataset", "model", "optimizer", "init", "method", "seed"]
+TEXT_COLUMNS = ["dataset", "model", "optimizer", "init", "method", "attack", "gradient", "source",
+                "status"]
+
+#: The forward/backward initialization of the paper's tables (BioTorch's benchmark configs):
+#: the published numbers are compared with runs of this init.
+PAPER_INIT = "xavier"
+#: The ``init`` of a run config whose ``layer.init`` is null: torch's own layer init, the
+#: distribution that ``"default"`` draws from.
+UNSET_INIT = "default"
 ACCURACY_COLUMNS = KEYS + ["status", "epochs_done", "best_epoch", "top1_error", "n_images",
                            "in_paper", "run_dir"]
 
@@ -49,6 +59,7 @@ MODEL_NAMES = {"lenet_mnist": "LeNet", "lenet_cifar": "LeNet", "resnet18": "ResN
                "resnet20": "ResNet-20", "resnet32": "ResNet-32", "resnet44": "ResNet-44",
                "resnet56": "ResNet-56", "resnet110": "ResNet-110"}
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
+INIT_NAMES = {"xavier": "Xavier", "default": "PyTorch default", "kaiming": "Kaiming"}
 
 FIGURE_NAMES = ("training", "alignment", "alignment_layers", "alignment_per_layer", "robustness",
                 "onepixel", "transfer")
@@ -65,6 +76,15 @@ TABLE_LEGEND = ("Top-1 test error (%): mean ± sample std over the seeds that co
                 "† marks a published number selected on the test set (the paper's validation "
                 "split there is its test set), where biofa selects on a held-out validation "
                 "split, so a † number is optimistic next to the reproduced one.")
+
+
+def run_keys(config: dict) -> dict:
+    """The :data:`KEYS` of the run a (validated) run config trains, as tables name them:
+    the optimizer's name (not the study's key for it) and the init scheme."""
+    return {"dataset": config["dataset"], "model": config["model"],
+            "optimizer": config["optimizer"]["name"],
+            "init": config.get("layer", {}).get("init") or UNSET_INIT,
+            "method": config["method"], "seed": config["seed"]}
 
 
 def method_label(method: str) -> str:
@@ -116,7 +136,7 @@ def settings_of(frame: pd.DataFrame, with_optimizer: bool = True) -> list[tuple]
 # folder or figure input changes the commands and the workflow together.
 
 #: A run's folder below the results' ``runs/``, one level per key of :data:`KEYS`.
-RUN_FOLDER = "{dataset}/{model}/{optimizer}/{method}/seed{seed}"
+RUN_FOLDER = "{dataset}/{model}/{optimizer}/{init}/{method}/seed{seed}"
 
 #: The tables ``biofa report collect`` writes from the run folders (``NAME.csv``).
 RUN_TABLES = ("accuracy", "training", "alignment")

@@ -1,7 +1,8 @@
 """The study config of the Snakemake workflow: its schema, its runs and its checks.
 
 A study config (``config/config.yaml``, ``config/paper.yaml``) lists experiments; each
-trains every combination of its models x optimizers x methods x seeds on one data set.
+trains every combination of its models x optimizers x inits x methods x seeds on one data
+set.
 :func:`experiment_runs` is the one place that says which runs an experiment produces:
 the workflow's list of jobs and its lookup of a job's experiment (epochs, learning rate,
 schedule, resources) both come from it, so they cannot disagree.
@@ -29,10 +30,10 @@ import jsonschema
 import yaml
 
 from ..errors import ConfigError
-from .names import RUN_FOLDER
+from .names import KEYS, RUN_FOLDER
 
-RUN_KEYS = ("dataset", "model", "optimizer", "method", "seed")
-"""The wildcards of a run: its folder is ``{dataset}/{model}/{optimizer}/{method}/seed{seed}``."""
+RUN_KEYS = tuple(KEYS)
+"""The wildcards of a run: its folder is ``{dataset}/{model}/{optimizer}/{init}/{method}/seed{seed}``."""
 
 OPTIMIZER_KEY = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
 """Optimizer keys become folder names and wildcard values: no slashes, dots or spaces."""
@@ -63,7 +64,9 @@ def _object(properties: dict, required=(), **extra) -> dict:
 def schema() -> dict:
     """The JSON schema of a study config (draft 2020-12, the version Snakemake validates, with the workflow's defaults)."""
     from . import config as run_config
-    from .attack import GRADIENTS, PAPER_SQUARE_QUERIES, WHITE_BOX
+    from .config import DEFAULTS
+    from ..methods import INITS
+    from .names import GRADIENTS, PAPER_SQUARE_QUERIES, WHITE_BOX
 
     run = copy.deepcopy(run_config.schema()["properties"])
     method = {"enum": list(run["method"]["enum"])}
@@ -74,6 +77,7 @@ def schema() -> dict:
                       description="attack strengths (L-inf budgets; images lie in [0, 1])")
     optimizer = {k: v for k, v in run["optimizer"]["properties"].items() if k != "lr"}
     count = {"type": "integer", "minimum": 1}
+    inits = {"enum": list(INITS)}
 
     definitions = {
         "method": method,
@@ -110,7 +114,12 @@ def schema() -> dict:
         "epochs": run["epochs"],
         "batch_size": run["batch_size"],
         "schedule": {**run["schedule"], "default": {"name": "constant"}},
-        "layer": {**run["layer"], "default": {}},
+        "layer": {**run["layer"], "default": {}, "properties": {
+            **run["layer"]["properties"],
+            "init": {"oneOf": [inits, _list(inits, minItems=1)],
+                     "default": DEFAULTS["layer"]["init"],
+                     "description": "the forward/backward initialization, or a list of them: "
+                                    "each is a run of its own (the initialization study)"}}},
         "optimizers": {
             "type": "object", "minProperties": 1,
             "propertyNames": {"type": "string", "pattern": OPTIMIZER_KEY},
@@ -126,9 +135,11 @@ def schema() -> dict:
             "dataset": dataset,
             "model": model,
             "optimizer": {"type": "string", "pattern": OPTIMIZER_KEY},
+            "init": {**inits, "description": "only the runs of this init (default: every "
+                                             "init the setting is trained with)"},
         }, required=["dataset", "model", "optimizer"]), default=[],
-            description="(dataset, model, optimizer key) settings whose every method and seed "
-                        "is attacked"),
+            description="(dataset, model, optimizer key[, init]) settings whose every method "
+                        "and seed is attacked"),
         "n_images": {**count, "default": 500},
         "batch_size": {**count, "default": 128},
         "seed": {"type": "integer", "minimum": 0, "default": 0},
@@ -306,9 +317,9 @@ def _fill(node: dict, value, root: dict) -> None:
 # --- the runs of a study -----------------------------------------------------------------
 
 def experiment_runs(config: dict, index: int) -> Iterator[dict]:
-    """The runs experiment ``index`` produces: dicts of the five wildcards.
+    """The runs experiment ``index`` produces: dicts of the :data:`RUN_KEYS` wildcards.
 
-    Every model x optimizer x method x seed, less the combinations an optimizer's
+    Every model x optimizer x init x method x seed, less the combinations an optimizer's
     ``models:`` / ``methods:`` filters leave out.
     """
     experiment = config["experiments"][index]
@@ -316,12 +327,21 @@ def experiment_runs(config: dict, index: int) -> Iterator[dict]:
         for key, optimizer in experiment["optimizers"].items():
             if model not in optimizer.get("models", [model]):
                 continue
-            for method in experiment["methods"]:
-                if method not in optimizer.get("methods", [method]):
-                    continue
-                for seed in experiment["seeds"]:
-                    yield dict(dataset=experiment["dataset"], model=model, optimizer=key,
-                               method=method, seed=seed)
+            for init in experiment_inits(experiment):
+                for method in experiment["methods"]:
+                    if method not in optimizer.get("methods", [method]):
+                        continue
+                    for seed in experiment["seeds"]:
+                        yield dict(dataset=experiment["dataset"], model=model, optimizer=key,
+                                   init=init, method=method, seed=seed)
+
+
+def experiment_inits(experiment: dict) -> list[str]:
+    """The inits an experiment trains: its ``layer.init``, one scheme or a list of them."""
+    from .config import DEFAULTS
+
+    init = experiment.get("layer", {}).get("init", DEFAULTS["layer"]["init"])
+    return list(init) if isinstance(init, list) else [init]
 
 
 def runs(config: dict) -> list[dict]:
@@ -353,7 +373,8 @@ def run_config(config: dict, experiment: dict, run) -> dict:
         "dataset": get("dataset"), "data_root": config.get("data_root", "data"),
         "model": get("model"), "method": get("method"), "optimizer": optimizer,
         "schedule": experiment.get("schedule", {"name": "constant"}),
-        "layer": experiment.get("layer", {}), "epochs": experiment["epochs"],
+        "layer": {**experiment.get("layer", {}), "init": get("init")},
+        "epochs": experiment["epochs"],
         "batch_size": experiment["batch_size"], "seed": int(get("seed")),
         "device": config.get("device", "auto"),
         "threads": experiment.get("resources", {}).get("threads", 1),
@@ -417,19 +438,19 @@ def _check_runs(config: dict) -> list[dict]:
                 raise ConfigError(
                     f"{_label(first, experiments[first])} and {_label(index, experiment)} both "
                     f"train {_folder(run)}; each run must come from one experiment (give them "
-                    f"different methods, models, seeds or optimizer keys)")
+                    f"different methods, models, seeds, inits or optimizer keys)")
             owner[key] = index
             every.append((index, run))
             name = experiment["optimizers"][run["optimizer"]]["name"]
-            setting = (run["dataset"], run["model"], run["method"], name)
+            setting = (run["dataset"], run["model"], run["init"], run["method"], name)
             other = named.setdefault(setting, (index, run["optimizer"]))
             if other[1] != run["optimizer"]:
                 raise ConfigError(
                     f"config keys 'experiments[{other[0]}].optimizers.{other[1]}' and "
                     f"'experiments[{index}].optimizers.{run['optimizer']}' are both {name} for "
-                    f"{run['dataset']}/{run['model']}/{run['method']}: tables and figures key "
-                    f"runs by the optimizer's name, so their runs could not be told apart; "
-                    f"keep one {name} per data set, model and method")
+                    f"{run['dataset']}/{run['model']}/{run['init']}/{run['method']}: tables and "
+                    f"figures key runs by the optimizer's name, so their runs could not be told "
+                    f"apart; keep one {name} per data set, model, init and method")
     return every
 
 
@@ -438,20 +459,26 @@ def _check_attacks(config: dict, every: list[tuple[int, dict]]) -> None:
     trained: dict[tuple, set] = {}
     for _, run in every:
         trained.setdefault((run["dataset"], run["model"], run["optimizer"]), set()).add(
-            (run["method"], run["seed"]))
+            (run["init"], run["method"], run["seed"]))
     for t, target in enumerate(attacks["targets"]):
         setting = (target["dataset"], target["model"], target["optimizer"])
         if setting not in trained:
             raise ConfigError(f"config key 'attacks.targets[{t}]': no experiment trains "
                               f"{'/'.join(setting)}; allowed: one of "
                               f"{', '.join('/'.join(s) for s in trained)}")
+        attacked = {r for r in trained[setting] if is_target(target, {**target, "init": r[0]})}
+        if not attacked:
+            inits = sorted({init for init, _, _ in trained[setting]})
+            raise ConfigError(f"config key 'attacks.targets[{t}].init': {'/'.join(setting)} is "
+                              f"never trained with init {target['init']}; allowed: "
+                              f"{', '.join(inits)}")
         if attacks["transfer"].get("eps"):
-            seeds = sorted({seed for method, seed in trained[setting]
-                            if (("bp", seed) not in trained[setting])})
+            seeds = sorted({f"{seed} ({init})" for init, method, seed in attacked
+                            if ((init, "bp", seed) not in attacked)})
             if seeds:
                 raise ConfigError(
                     f"config key 'attacks.transfer': transfer attacks craft their examples on "
-                    f"the bp run of the same data set, model, optimizer and seed, and "
+                    f"the bp run of the same data set, model, optimizer, init and seed, and "
                     f"{'/'.join(setting)} (attacks.targets[{t}]) trains no bp for seed "
                     f"{', '.join(map(str, seeds))}; add bp to its experiment's methods or "
                     f"leave attacks.transfer.eps empty")
@@ -459,6 +486,14 @@ def _check_attacks(config: dict, every: list[tuple[int, dict]]) -> None:
     if white["attacks"] and white["gradients"] and not white.get("eps"):
         raise ConfigError("config key 'attacks.white_box.eps' is missing; white-box attacks "
                           "need their strengths (allowed: a list of numbers from 0 to 1)")
+
+
+def is_target(target: dict, run) -> bool:
+    """Whether an ``attacks.targets`` entry attacks ``run`` (a dict or wildcards): a target
+    names a data set, model and optimizer key, and an init or (without one) every init."""
+    get = run.get if isinstance(run, dict) else lambda k: getattr(run, k)
+    return all(str(get(k)) == str(target[k]) for k in ("dataset", "model", "optimizer", "init")
+               if k in target)
 
 
 def is_study(config) -> bool:

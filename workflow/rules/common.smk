@@ -1,6 +1,6 @@
 import os
 
-from biofa.methods import METHODS
+from biofa.methods import INITS, METHODS
 from biofa.study.names import (
     ATTACKS,
     ATTACK_TABLE,
@@ -18,7 +18,8 @@ from biofa.study.names import (
     study_figures,
 )
 from biofa.study.run import RunFolder
-from biofa.study.study_config import experiment_index, run_key, runs as study_runs
+from biofa.study.study_config import experiment_index, is_target, run_key
+from biofa.study.study_config import runs as study_runs
 from biofa.study.study_config import run_config as study_run_config
 
 # Helpers: the runs and attacks the config asks for, and each run's biofa config. Every
@@ -36,6 +37,7 @@ FIGURE = f"{RESULTS}/figures/{{figure}}"
 
 wildcard_constraints:
     seed=r"\d+",
+    init="|".join(INITS),
     method="|".join(METHODS),
     attack="|".join(ATTACKS),
     gradient="|".join(THREAT_MODELS),
@@ -48,7 +50,7 @@ def table(name):
 
 
 def runs():
-    """Every training run of the config: dicts of the five wildcards."""
+    """Every training run of the config: dicts of the six wildcards."""
     return study_runs(config)
 
 
@@ -134,11 +136,10 @@ def attack_plan():
 
 def attack_csvs():
     targets = config["attacks"]["targets"]
-    wanted = {(t["dataset"], t["model"], t["optimizer"]) for t in targets}
     return [
         ATTACK_CSV.format(**run, attack=attack, gradient=gradient)
         for run in runs()
-        if (run["dataset"], run["model"], run["optimizer"]) in wanted
+        if any(is_target(target, run) for target in targets)
         for attack, gradient in attack_plan()
     ]
 
@@ -148,7 +149,8 @@ def attack_section(wildcards):
 
 
 def transfer_run(wildcards):
-    """Transfer attacks craft their examples on the bp run of the same data, model and seed."""
+    """Transfer attacks craft their examples on the bp run of the same data, model, optimizer,
+    init and seed."""
     return RUN.format(**{**wildcards, "method": TRANSFER_SOURCE})
 
 
