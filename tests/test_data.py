@@ -443,3 +443,200 @@ def test_data_set_folder_that_is_a_file(tmp_path, capsys):
     assert f"{tmp_path / 'cifar10'} is a file" in line and "biofa data cifar10" in line
     with pytest.raises(data.DatasetCorrupt):
         data.load("cifar10", tmp_path, "train")
+
+
+# --------------------------------------------------------------------------- stand-ins
+
+STAND_INS = ["mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet"]
+
+
+def _stand_in_layout(folder: Path, name: str) -> list[str]:
+    from torchvision import datasets
+
+    if name in ("mnist", "fashion_mnist"):
+        raw = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[name].__name__ + "/raw"
+        return [f"{raw}/{s}-{k}" for s in ("t10k", "train") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if name == "imagenet":
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.JPEG"))
+    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    return sorted(f"{cls.base_folder}/{f}" for f, _ in cls.train_list + cls.test_list + [[cls.meta["filename"], 0]])
+
+
+@pytest.mark.parametrize("name", STAND_INS)
+def test_stand_in_loads_in_the_real_shapes(tmp_path, name):
+    folder = data.prepare(name, tmp_path, stand_in=True)
+    assert folder == tmp_path / name and data.is_stand_in(name, tmp_path)
+    assert (folder / "READY").is_file() and "STAND-IN" in (folder / "STAND-IN").read_text()
+    files = sorted(p.relative_to(folder).as_posix() for p in _files(folder))
+    assert files == sorted(["READY", "STAND-IN", *_stand_in_layout(folder, name)])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+    sizes = data.STAND_IN_SIZES[name]
+    if name == "imagenet":
+        n_train, n_test = sizes["classes"] * sizes["train"], sizes["classes"] * sizes["val"]
+    else:
+        n_train, n_test = sizes["train"], sizes["test"]
+    n_val = n_train // 10
+    info = data.DATASETS[name]
+    splits = {s: data.load(name, tmp_path, s) for s in data.SPLITS}
+    assert {s: len(d) for s, d in splits.items()} == {"train": n_train - n_val, "val": n_val, "test": n_test}
+    assert not set(splits["train"].indices) & set(splits["val"].indices)
+    classes = sizes.get("classes", info.num_classes)
+    for split, ds in splits.items():
+        for i in (0, len(ds) - 1):
+            x, y = ds[i]
+            assert x.shape == info.input_size and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
+            assert isinstance(y, int) and 0 <= y < classes
+
+
+def test_stand_in_files_are_the_real_formats(tmp_path):
+    """The very readers and formats of the real sets: torchvision's MNIST (no checksums), the
+    CIFAR pickles' dictionaries, JPEGs of varied size in class folders."""
+    import numpy as np
+    from PIL import Image
+    from torchvision.datasets import MNIST, ImageFolder
+
+    for name in ("mnist", "cifar10", "imagenet"):
+        data.prepare(name, tmp_path, stand_in=True)
+    mnist = MNIST(str(tmp_path / "mnist"), train=True)
+    assert mnist.data.shape == (200, 28, 28) and mnist.data.dtype == torch.uint8
+    assert set(mnist.targets.tolist()) == set(range(10))
+    batches = tmp_path / "cifar10" / "cifar-10-batches-py"
+    with open(batches / "data_batch_1", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    assert entry["data"].shape == (40, 3072) and entry["data"].dtype == np.uint8
+    assert len(entry["labels"]) == 40 and len(entry["filenames"]) == 40
+    with open(batches / "batches.meta", "rb") as f:
+        assert pickle.load(f, encoding="latin1")["label_names"][0] == "airplane"
+    train = ImageFolder(str(tmp_path / "imagenet" / "train"))
+    assert len(train.classes) == 10 and train.classes[0] == "n01440764" and len(train) == 60
+    sides = set()
+    for path, _ in train.samples + ImageFolder(str(tmp_path / "imagenet" / "val")).samples:
+        with Image.open(path) as image:
+            assert image.format == "JPEG" and image.mode == "RGB"
+            sides |= set(image.size)
+    assert min(sides) >= 60 and max(sides) <= 100 and len(sides) > 10
+
+
+def test_stand_in_is_seeded_and_learnable(tmp_path):
+    for root in ("a", "b"):
+        data.prepare("cifar10", tmp_path / root, stand_in=True)
+    assert [p.read_bytes() for p in _files(tmp_path / "a")] == [p.read_bytes() for p in _files(tmp_path / "b")]
+    test = data.load("cifar10", tmp_path / "a", "test")
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    means = torch.stack([x[y == c].mean(0) for c in y.unique()])
+    assert means.mean((1, 2, 3)).std() > 0.05  # the classes differ in colour
+
+
+def test_stand_in_warns_once(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="biofa.study.data"):
+        data.prepare("mnist", tmp_path, stand_in=True)
+        data.loaders("mnist", tmp_path, 32)
+        data.load("mnist", tmp_path, "test")
+        assert data.prepare("mnist", tmp_path, stand_in=True) == tmp_path / "mnist"
+    (record,) = [r for r in caplog.records if "STAND-IN" in r.getMessage()]
+    assert str(tmp_path / "mnist") in record.getMessage()
+
+
+def test_digits_stand_in_is_the_real_set(tmp_path):
+    folder = data.prepare("digits", tmp_path, stand_in=True)
+    assert _files(tmp_path) == [folder / "READY"] and not data.is_stand_in("digits", tmp_path)
+    assert len(data.load("digits", tmp_path, "train")) == 1257
+
+
+def test_stand_in_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "biofa.study.cli", "data", "mnist", "--root", str(tmp_path),
+               "--stand-in"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "mnist") and "STAND-IN" in done.stderr
+    before = {p: p.stat().st_mtime_ns for p in _files(tmp_path)}
+    assert main(command[3:]) == 0
+    assert {p: p.stat().st_mtime_ns for p in _files(tmp_path)} == before  # complete: left alone
+    assert len(data.load("mnist", tmp_path, "val")) == 20
+
+
+def test_one_epoch_of_training_on_a_stand_in_cifar10(tmp_path):
+    from run_configs import write_config
+
+    root = tmp_path / "data"
+    assert main(["data", "cifar10", "--root", str(root), "--stand-in"]) == 0
+    config = write_config(tmp_path, dataset="cifar10", model="lenet_cifar", data_root=str(root),
+                          epochs=1, **{"schedule.milestones": [1]}, threads=None,
+                          deterministic=False, device="cpu")
+    out = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    assert (out / "metrics.csv").is_file() and (out / "last.pt").is_file()
+
+
+def test_validation_size_is_unchanged_for_real_sets():
+    for name, info in data.DATASETS.items():
+        n = info.splits["train"] + info.splits["val"]
+        assert data.validation_size(name, n) == info.splits["val"]
+        assert data.validation_size(name, 20) == info.splits["val"]  # too few: refused by load
+    assert data.validation_size("mnist", 200, stand_in=True) == 20
+    assert data.validation_size("imagenet", 60, stand_in=True) == 6
+    assert data.validation_size("cifar10", 5, stand_in=True) == 1
+
+
+def test_without_the_marker_stand_in_files_are_refused(tmp_path, capsys):
+    """The checksum checks are skipped only because of the marker: without it a stand-in is
+    foreign files, refused as before."""
+    from torchvision.datasets import CIFAR10
+
+    for name in ("cifar10", "mnist", "imagenet"):
+        data.prepare(name, tmp_path, stand_in=True)
+        (tmp_path / name / "STAND-IN").unlink()
+    capsys.readouterr()  # the stand-ins' warnings
+    with pytest.raises(data.DatasetCorrupt, match="md5 checksum") as err:
+        data.load("cifar10", tmp_path, "test")
+    assert str(tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_1") in str(err.value)
+    assert main(["data", "cifar10", "--root", str(tmp_path), "--no-download"]) == 2
+    assert CIFAR10.train_list[0][1] in _one_line(capsys, "data")
+    with pytest.raises(data.DatasetCorrupt, match="too few for the 5000-image validation split"):
+        data.load("mnist", tmp_path, "val")
+    with pytest.raises(data.DatasetMissing, match="1000 WordNet ids"):
+        data.load("imagenet", tmp_path, "train")
+
+
+def test_damaged_stand_in_file_is_named(tmp_path):
+    folder = data.prepare("cifar10", tmp_path, stand_in=True) / "cifar-10-batches-py"
+    _truncate(folder / "data_batch_3")
+    with pytest.raises(data.DatasetCorrupt, match="truncated") as err:
+        data.load("cifar10", tmp_path, "train")
+    assert str(folder / "data_batch_3") in str(err.value)
+    assert f"biofa data cifar10 --root {tmp_path} --stand-in" in str(err.value)
+
+
+def test_stand_in_is_never_written_over_real_files(tmp_path, capsys):
+    from torchvision.datasets import CIFAR10
+
+    _write_cifar(tmp_path, CIFAR10, 10)
+    _write_mnist(tmp_path, "mnist")
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)
+    before = {p: p.read_bytes() for p in _files(tmp_path)}
+    for name in ("cifar10", "mnist", "imagenet"):
+        with pytest.raises(UsageError, match="another --root") as err:
+            data.prepare(name, tmp_path, stand_in=True)
+        assert str(tmp_path / name) in str(err.value) and "already holds files" in str(err.value)
+    assert main(["data", "cifar10", "--root", str(tmp_path), "--stand-in"]) == 2
+    assert "another --root" in _one_line(capsys, "data")
+    assert {p: p.read_bytes() for p in _files(tmp_path)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar10", "imagenet", "mnist"]
+
+
+@pytest.mark.parametrize("name", ["cifar10", "mnist", "imagenet"])
+def test_real_data_are_never_written_over_a_stand_in(tmp_path, capsys, no_network, name):
+    data.prepare(name, tmp_path, stand_in=True)
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in _files(tmp_path)}
+    for download in (True, False):
+        with pytest.raises(UsageError, match="holds a stand-in") as err:
+            data.prepare(name, tmp_path, download=download)
+        assert str(tmp_path / name) in str(err.value) and "another --root" in str(err.value)
+    assert main(["data", name, "--root", str(tmp_path)]) == 2
+    assert "holds a stand-in" in _one_line(capsys, "data")
+    assert {p: p.read_bytes() for p in _files(tmp_path)} == before

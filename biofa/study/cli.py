@@ -67,7 +67,7 @@ def cmd_data(args) -> int:
     from .data import prepare
 
     for name in args.names:
-        print(prepare(name, args.root, download=not args.no_download))
+        print(prepare(name, args.root, download=not args.no_download, stand_in=args.stand_in))
     return 0
 
 
@@ -252,6 +252,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--root", default="data", help="folder for the data sets (default: data)")
     p.add_argument("--no-download", action="store_true", help="only check that the files are there")
+    p.add_argument("--stand-in", action="store_true",
+                   help="write a tiny random stand-in in the real files and layout, for a smoke run "
+                        "without the real data (marked ROOT/NAME/STAND-IN; never over real data)")
     p.set_defaults(run=cmd_data)
 
     p = sub.add_parser("train", help="train one model with one learning rule")

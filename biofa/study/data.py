@@ -18,6 +18,25 @@ On-disk layout (``root`` is what ``biofa data NAME --root DIR`` gets)::
     root/cifar100/cifar-100-python/...
     root/imagenet/train/<wnid>/*.JPEG, root/imagenet/val/<wnid>/*.JPEG
     root/<name>/READY                               (written last, atomically)
+    root/<name>/STAND-IN                            (only in a stand-in, see below)
+
+Stand-ins (``biofa data NAME --root DIR --stand-in``, :func:`prepare` with
+``stand_in=True``) are tiny, seeded, random data sets in each set's real files and
+layout, for a smoke run of a whole study on a machine without the real data: idx
+files for MNIST and Fashion-MNIST, the python pickles for CIFAR, an ImageFolder tree
+of JPEGs for ImageNet (sizes in :data:`STAND_IN_SIZES`; digits ships with
+scikit-learn, so its "stand-in" is the real set, prepared as usual).  Their files
+cannot match the official md5 checksums, and biofa steps around them explicitly:
+:func:`prepare` writes the marker file ``root/<name>/STAND-IN`` into the stand-in, and
+only while that marker is there do the loaders skip checksums (CIFAR is read by a
+torchvision subclass whose integrity check asks only that every pickle exists and
+parses), accept ImageNet with fewer than 1000 classes, hold out a tenth of the
+training images for ``val`` instead of the real count (:func:`validation_size`), and
+log a warning, once per process and folder, that the data are a stand-in.  Without
+the marker nothing changes: the real checks refuse a foreign file as before.  Real
+data and a stand-in never share a folder: a stand-in is refused where the real files
+are (or any other file), and the real data are refused over a stand-in; use another
+``root`` for each.
 
 >>> from biofa import data
 >>> dl = data.loaders("digits", "data", batch_size=64)   # {'train', 'val', 'test'}
@@ -26,6 +45,7 @@ On-disk layout (``root`` is what ``biofa data NAME --root DIR`` gets)::
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import pickle
@@ -34,6 +54,7 @@ import socket
 import struct
 import tempfile
 import urllib.error
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +64,10 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import DatasetCorrupt, DatasetMissing, UsageError
 
-__all__ = ["DATASETS", "DatasetInfo", "DatasetMissing", "SPLITS", "load", "loaders", "prepare",
-           "split_indices"]
+__all__ = ["DATASETS", "DatasetInfo", "DatasetMissing", "SPLITS", "STAND_IN", "STAND_IN_SIZES",
+           "is_stand_in", "load", "loaders", "prepare", "split_indices", "validation_size"]
+
+log = logging.getLogger("biofa.study.data")
 
 SPLITS = ("train", "val", "test")
 SEED = 0  # the fixed seed of every train/val split; changing it changes the benchmark
@@ -257,12 +280,14 @@ def _pickle_problem(path: Path, meta_key: str | None) -> str | None:
     return None
 
 
-def _problem(name: str, root: Path, verified: bool = False) -> tuple[Path, str] | None:
+def _problem(name: str, root: Path, verified: bool = False,
+             stand_in: bool = False) -> tuple[Path, str] | None:
     """The first file of data set ``name`` that is on disk but unreadable, and why.
 
     Missing files are not problems here (they are :class:`DatasetMissing`'s business).
     ``verified``: torchvision's own md5 check just passed, so files with an official
-    checksum are not hashed again.
+    checksum are not hashed again.  ``stand_in``: the folder holds a stand-in (its
+    marker is there), whose files are parsed instead of md5-checked and has no archives.
     """
     cls = _tv_class(name)
     complete = True
@@ -290,6 +315,7 @@ def _problem(name: str, root: Path, verified: bool = False) -> tuple[Path, str] 
         files.append((cls.meta["filename"], cls.meta["md5"], cls.meta["key"]))
         for fname, md5, meta_key in files:
             path = folder / fname
+            md5 = None if stand_in else md5
             if not path.exists():
                 complete = False
                 continue
@@ -307,7 +333,7 @@ def _problem(name: str, root: Path, verified: bool = False) -> tuple[Path, str] 
             reason = _pickle_problem(path, meta_key)
             if reason:
                 return path, reason
-    if not complete:  # the archive is what a repair would unpack: check it too
+    if not complete and not stand_in:  # the archive is what a repair would unpack: check it too
         from torchvision.datasets.utils import check_integrity
 
         for relative, md5 in _archives(name):
@@ -320,6 +346,11 @@ def _problem(name: str, root: Path, verified: bool = False) -> tuple[Path, str] 
 def _corrupt_message(name: str, root: Path, path: Path, reason: str, cause: object = None) -> str:
     """Name the unreadable file and the two ways to a good copy (network or by hand)."""
     root = Path(root)
+    if is_stand_in(name, root):
+        text = (f"data set {name!r}: the file {path} of the stand-in in {root / name} is corrupt: "
+                f"{reason}. To write a new stand-in, delete the folder {root / name} and run "
+                f"`biofa data {name} --root {root} --stand-in`.")
+        return text + (f" ({cause})" if cause is not None else "")
     cls = _tv_class(name)
     if name in ("mnist", "fashion_mnist"):
         files, source = ", ".join(f for f, _ in cls.resources), cls.mirrors[0]
@@ -362,11 +393,17 @@ def _tv_complete(name: str, tv_root: Path) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _tv_base(name: str, root: str, train: bool) -> Dataset:
-    """The underlying torchvision data set, returning PIL images (cached: CIFAR md5-checks 170 MB)."""
+    """The underlying torchvision data set, returning PIL images (cached: CIFAR md5-checks 170 MB).
+
+    A stand-in (its marker is in the folder) is read by :func:`_stand_in_class`'s reader,
+    which does not check the official md5 checksums.
+    """
+    stand_in = is_stand_in(name, root)
+    cls = _stand_in_class(name) if stand_in else _tv_class(name)
     try:
-        base = _tv_class(name)(root=os.path.join(root, name), train=train, download=False)
+        base = cls(root=os.path.join(root, name), train=train, download=False)
     except Exception as err:  # torchvision: "Dataset not found or corrupted", or a reader's error
-        problem = _problem(name, Path(root))
+        problem = _problem(name, Path(root), stand_in=stand_in)
         if problem is not None:
             raise DatasetCorrupt(_corrupt_message(name, Path(root), *problem)) from err
         if isinstance(err, RuntimeError):
@@ -374,9 +411,9 @@ def _tv_base(name: str, root: str, train: bool) -> Dataset:
         raise  # readable files that torchvision still cannot load: a bug, keep the traceback
     problem = None
     if name in ("mnist", "fashion_mnist"):  # torchvision checks existence only; headers are cheap
-        problem = _problem(name, Path(root), verified=True)
+        problem = _problem(name, Path(root), verified=True, stand_in=stand_in)
     elif len(base.data) != len(base.targets):  # torchvision does not compare the two
-        problem = _problem(name, Path(root)) or (
+        problem = _problem(name, Path(root), stand_in=stand_in) or (
             Path(root) / name / base.base_folder,
             f"its files hold {len(base.data)} images but {len(base.targets)} labels")
     if problem is not None:
@@ -389,18 +426,29 @@ def _imagenet_base(root: str, folder: str) -> Dataset:
     from torchvision.datasets import ImageFolder
 
     path = Path(root) / "imagenet" / folder
-    if not _imagenet_complete(Path(root)):
+    if is_stand_in("imagenet", root):
+        if not _imagenet_complete(Path(root), stand_in=True):
+            raise DatasetMissing(f"the stand-in of data set 'imagenet' in {Path(root) / 'imagenet'} "
+                                 "is incomplete: its train and val folders must hold the same class "
+                                 "folders; delete the folder and run `biofa data imagenet --root "
+                                 f"{root} --stand-in`")
+    elif not _imagenet_complete(Path(root)):
         raise DatasetMissing(_missing_message("imagenet", Path(root)))
     return ImageFolder(str(path))
 
 
-def _imagenet_complete(root: Path) -> bool:
+def _imagenet_complete(root: Path, stand_in: bool = False) -> bool:
+    """The real set: 1000 class folders in train and in val; a stand-in: the same few in both."""
     n = DATASETS["imagenet"].num_classes
+    classes = []
     for folder in ("train", "val"):
         path = root / "imagenet" / folder
-        if not path.is_dir() or sum(1 for p in path.iterdir() if p.is_dir()) != n:
+        if not path.is_dir():
             return False
-    return True
+        classes.append(sorted(p.name for p in path.iterdir() if p.is_dir()))
+        if not stand_in and len(classes[-1]) != n:
+            return False
+    return not stand_in or (bool(classes[0]) and classes[0] == classes[1])
 
 
 class Transformed(Dataset):
@@ -439,6 +487,185 @@ def _transforms(name: str, train: bool) -> Callable:
     raise UsageError(name)
 
 
+# --------------------------------------------------------------------------- stand-ins
+
+STAND_IN = "STAND-IN"  # the marker file in root/<name>/ of a stand-in; see the module docstring
+STAND_IN_SIZES: dict[str, dict[str, int]] = {
+    "mnist": {"train": 200, "test": 50},  # images in the train / test files (val: a tenth of train)
+    "fashion_mnist": {"train": 200, "test": 50},
+    "cifar10": {"train": 200, "test": 50},  # 40 in each of data_batch_1..5
+    "cifar100": {"train": 200, "test": 50},
+    "imagenet": {"classes": 10, "train": 6, "val": 2},  # JPEGs per class in train/ and val/
+}
+_IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331",
+                   "n01498041", "n01514668", "n01514859", "n01518878")  # the first ten of the real 1000
+_CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                  "truck")
+_WARNED: set[tuple[str, str]] = set()
+
+
+def is_stand_in(name: str, root: str | os.PathLike) -> bool:
+    """Whether ``root/name`` holds a stand-in (its ``STAND-IN`` marker file is there)."""
+    return (Path(root) / name / STAND_IN).is_file()
+
+
+def _warn_stand_in(name: str, root: str) -> None:
+    if (name, root) not in _WARNED:
+        _WARNED.add((name, root))
+        log.warning("biofa: data set %r in %s is a STAND-IN (tiny random images, marker %s), not "
+                    "the real data set: its checksums are not verified and its numbers mean nothing",
+                    name, os.path.join(root, name), os.path.join(root, name, STAND_IN))
+
+
+@functools.lru_cache(maxsize=None)
+def _stand_in_class(name: str):
+    """torchvision's reader of data set ``name``, for a stand-in.
+
+    MNIST's reader checks no checksums (it only reads the idx files), so it is used as is.
+    CIFAR's checks the official md5 of every pickle, which a stand-in cannot match: its
+    subclass here lists the same files without checksums, and its integrity check asks only
+    that each pickle exists and parses as a CIFAR batch.
+    """
+    cls = _tv_class(name)
+    if name in ("mnist", "fashion_mnist"):
+        return cls
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        return all((folder / f).is_file() and _pickle_problem(folder / f, None) is None
+                   for f, _ in self.train_list + self.test_list)
+
+    return type(f"StandIn{cls.__name__}", (cls,), {
+        "__doc__": f"{cls.__name__} reading a biofa stand-in: files must exist and parse, no md5.",
+        "__module__": __name__,
+        "train_list": [[f, None] for f, _ in cls.train_list],
+        "test_list": [[f, None] for f, _ in cls.test_list],
+        "meta": {**cls.meta, "md5": None},
+        "_check_integrity": _check_integrity,
+    })
+
+
+def _noise_images(rng, labels, means, shape: tuple[int, ...], channel_axis: int | None):
+    """uint8 images of ``shape`` each: noise around its class's colour ``means[label]``.
+
+    ``channel_axis``: 0 for (C, H, W), -1 for (H, W, C), None for grey (H, W).
+    """
+    import numpy as np
+
+    m = means[labels]  # (N, 3)
+    if channel_axis is None:
+        m = m[:, :1, None]
+    elif channel_axis == 0:
+        m = m[:, :shape[0], None, None]
+    else:
+        m = m[:, None, None, :shape[-1]]
+    x = m + rng.normal(0.0, 40.0, (len(labels), *shape))
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _labels(rng, n: int, classes: int) -> "np.ndarray":
+    import numpy as np
+
+    return rng.permutation(np.arange(n) % classes)
+
+
+def _write_stand_in(name: str, folder: Path) -> None:
+    """Write the stand-in of ``name`` into ``folder`` (the future ``root/name``), seeded."""
+    import numpy as np
+
+    seed = zlib.crc32(name.encode())
+    classes = DATASETS[name].num_classes if name != "imagenet" else STAND_IN_SIZES[name]["classes"]
+    means = np.random.default_rng(seed).uniform(40.0, 215.0, (classes, 3))  # a colour per class
+    sizes = STAND_IN_SIZES[name]
+    if name in ("mnist", "fashion_mnist"):
+        raw = folder / _tv_class(name).__name__ / "raw"
+        raw.mkdir(parents=True)
+        for i, (split, n) in enumerate((("train", sizes["train"]), ("t10k", sizes["test"]))):
+            rng = np.random.default_rng([seed, i])
+            labels = _labels(rng, n, classes)
+            images = _noise_images(rng, labels, means, (28, 28), None)
+            for kind, array in (("images", images), ("labels", labels.astype(np.uint8))):
+                magic, rank = _IDX[kind]
+                head = struct.pack(f">I{rank}I", magic, *array.shape)
+                (raw / f"{split}-{kind}-idx{rank}-ubyte").write_bytes(head + array.tobytes())
+    elif name in ("cifar10", "cifar100"):
+        cls = _tv_class(name)
+        base = folder / cls.base_folder
+        base.mkdir(parents=True)
+        files = [(f, sizes["train"] // len(cls.train_list), f"training batch {i + 1} of "
+                  f"{len(cls.train_list)}") for i, (f, _) in enumerate(cls.train_list)]
+        files += [(f, sizes["test"], "testing batch 1 of 1") for f, _ in cls.test_list]
+        for i, (fname, n, batch_label) in enumerate(files):
+            rng = np.random.default_rng([seed, i])
+            labels = _labels(rng, n, classes)
+            rows = _noise_images(rng, labels, means, (3, 32, 32), 0).reshape(n, 3 * 32 * 32)
+            entry = {"batch_label": batch_label, "data": rows,
+                     "filenames": [f"stand_in_{i}_{j:05d}.png" for j in range(n)]}
+            if name == "cifar10":
+                entry["labels"] = labels.tolist()
+            else:
+                entry.update(fine_labels=labels.tolist(), coarse_labels=(labels // 5).tolist())
+            with open(base / fname, "wb") as f:
+                pickle.dump(entry, f, protocol=2)
+        meta = {"num_cases_per_batch": files[0][1], "num_vis": 3 * 32 * 32}
+        if name == "cifar10":
+            meta["label_names"] = list(_CIFAR10_NAMES)
+        else:
+            meta.update(fine_label_names=[f"class_{c:02d}" for c in range(100)],
+                        coarse_label_names=[f"superclass_{c:02d}" for c in range(20)])
+        with open(base / cls.meta["filename"], "wb") as f:
+            pickle.dump(meta, f, protocol=2)
+    elif name == "imagenet":
+        from PIL import Image
+
+        for i, split in enumerate(("train", "val")):
+            rng = np.random.default_rng([seed, i])
+            number = 0
+            for c, wnid in enumerate(_IMAGENET_WNIDS[:classes]):
+                (folder / split / wnid).mkdir(parents=True)
+                for j in range(sizes[split]):
+                    h, w = (int(v) for v in rng.integers(60, 101, 2))
+                    pixels = _noise_images(rng, np.array([c]), means, (h, w, 3), -1)[0]
+                    number += 1
+                    fname = f"{wnid}_{j + 1}.JPEG" if split == "train" else \
+                        f"ILSVRC2012_val_{number:08d}.JPEG"
+                    Image.fromarray(pixels, "RGB").save(folder / split / wnid / fname, "JPEG",
+                                                        quality=90)
+    else:
+        raise UsageError(f"data set {name!r} has no stand-in")
+    (folder / STAND_IN).write_text(
+        f"{name}: a STAND-IN written by `biofa data {name} --stand-in`: tiny seeded random images "
+        f"in the real files and layout, not the real data set. Its files do not match the official "
+        f"checksums; biofa's loaders skip those checks only while this file is here.\n")
+
+
+def _prepare_stand_in(name: str, root: Path) -> Path:
+    """Write the stand-in of ``name`` into ``root/name`` atomically (see :func:`prepare`)."""
+    target = root / name
+    if target.is_dir():
+        if is_stand_in(name, root) and (target / "READY").is_file():
+            _warn_stand_in(name, str(root))
+            return target  # complete already: files (and their times) stay as they are
+        others = sorted(p.name for p in target.iterdir())
+        if others and not is_stand_in(name, root):
+            raise UsageError(
+                f"data set {name!r}: the folder {target} already holds files of the real data set "
+                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) and no {STAND_IN} "
+                f"marker; a stand-in is never written over or mixed with them: pass another "
+                f"--root for the stand-in, e.g. `biofa data {name} --root {root}-stand-in "
+                f"--stand-in` (and the same data_root in the run config)")
+    _mkdir(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
+    try:
+        _write_stand_in(name, tmp)
+        _install(tmp, target, name, complete=lambda folder: (folder / STAND_IN).is_file())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _write_ready(target, name)
+    _warn_stand_in(name, str(root))
+    return target
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -459,6 +686,9 @@ def load(name: str, root: str | os.PathLike, split: str, *, augment: bool = True
     if name == "digits":
         return TensorDataset(*_digits_tensors()[split])
 
+    stand_in = is_stand_in(name, root)
+    if stand_in:
+        _warn_stand_in(name, root)
     if name == "imagenet":
         base = _imagenet_base(root, "val" if split == "test" else "train")
     else:
@@ -467,13 +697,25 @@ def load(name: str, root: str | os.PathLike, split: str, *, augment: bool = True
     view = Transformed(base, transform)
     if split == "test":
         return view
-    if len(base) <= info.splits["val"]:
+    n_val = validation_size(name, len(base), stand_in=stand_in)
+    if len(base) <= n_val:
+        again = f"`biofa data {name} --root {root}{' --stand-in' if stand_in else ''}`"
         raise DatasetCorrupt(f"data set {name!r} under {root}: its training files hold {len(base)} "
-                             f"images, too few for the {info.splits['val']}-image validation split; "
-                             f"delete the folder {Path(root) / name} and run "
-                             f"`biofa data {name} --root {root}`")
-    train_idx, val_idx = split_indices(len(base), info.splits["val"], SEED)
+                             f"images, too few for the {n_val}-image validation split; "
+                             f"delete the folder {Path(root) / name} and run {again}")
+    train_idx, val_idx = split_indices(len(base), n_val, SEED)
     return Subset(view, train_idx if split == "train" else val_idx)
+
+
+def validation_size(name: str, n_train: int, *, stand_in: bool = False) -> int:
+    """How many of the ``n_train`` images of the official training files ``val`` holds out.
+
+    A real data set holds out its fixed count, ``DATASETS[name].splits["val"]`` (5000 for
+    MNIST and CIFAR, 10000 for ImageNet), whatever ``n_train`` is.  A stand-in holds out a
+    tenth of its images (at least one, never more than the real count): 200 -> 20.
+    """
+    real = _info(name).splits["val"]
+    return min(real, max(1, n_train // 10)) if stand_in else real
 
 
 def _write_ready(folder: Path, name: str) -> None:
@@ -484,7 +726,8 @@ def _write_ready(folder: Path, name: str) -> None:
     os.replace(tmp, folder / "READY")
 
 
-def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Path:
+def prepare(name: str, root: str | os.PathLike, download: bool = True, *,
+            stand_in: bool = False) -> Path:
     """Make sure data set ``name`` is complete under ``root``; return ``root/name``.
 
     Used by ``biofa data NAME --root DIR`` (a workflow's data rule, whose
@@ -494,11 +737,26 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True) -> Path:
     look like a data set.  Files placed by hand in the folder that the error
     message names are used instead of downloading.  Without network it fails
     within seconds with :class:`DatasetMissing`.
+
+    ``stand_in``: write a tiny random stand-in instead (see the module's docstring and
+    :data:`STAND_IN_SIZES`), never downloading; ``download`` is then ignored.  Refused
+    where ``root/name`` holds other files; a complete stand-in is left as it is.  Without
+    ``stand_in``, a folder holding a stand-in is refused rather than overwritten.
     """
     _info(name)
     root = Path(root).absolute()
     target = root / name
     _check_folder(root, name)
+
+    if stand_in and name != "digits":
+        return _prepare_stand_in(name, root)
+    if stand_in:
+        log.info("biofa: digits ships with scikit-learn: its stand-in is the real data set")
+    if name != "digits" and is_stand_in(name, root):
+        raise UsageError(f"data set {name!r}: the folder {target} holds a stand-in (marker "
+                         f"{target / STAND_IN}), and the real data set is never written over or "
+                         f"mixed with one; pass another --root (or data_root in the run config) "
+                         f"for the real data set, or delete the folder {target}")
 
     if name == "digits":  # ships with scikit-learn
         _mkdir(target)
@@ -576,8 +834,13 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _install(tmp: Path, target: Path, name: str) -> None:
-    """Move a verified download into place; an incomplete old folder is set aside first."""
+def _install(tmp: Path, target: Path, name: str,
+             complete: Callable[[Path], bool] | None = None) -> None:
+    """Move a verified download into place; an incomplete old folder is set aside first.
+
+    ``complete``: whether a folder holds the whole data set (default: torchvision's check).
+    """
+    complete = complete or functools.partial(_tv_complete, name)
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=target.parent))
@@ -585,7 +848,7 @@ def _install(tmp: Path, target: Path, name: str) -> None:
     try:
         os.replace(tmp, target)
     except OSError:
-        if not (target.is_dir() and _tv_complete(name, target)):  # a concurrent prepare won the race
+        if not (target.is_dir() and complete(target)):  # a concurrent prepare won the race
             raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
