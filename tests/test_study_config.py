@@ -433,3 +433,24 @@ def test_init_mistakes_are_named():
     message = check(edit(lambda c: c["attacks"]["targets"][0].update(init="kaiming")))
     assert "attacks.targets[0].init" in message and "never trained with init kaiming" in message
     assert "allowed: xavier" in message
+
+
+# --- the smoke run -------------------------------------------------------------------------
+
+def test_smoke_keeps_every_run_and_attack_and_shrinks_only_time():
+    raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    full = study_config.validate_study(raw)
+    smoke = study_config.validate_study({**raw, "smoke": "true"})  # as snakemake --config gives it
+    assert study_config.runs(smoke) == study_config.runs(full)
+    assert smoke["data_root"] == "data/stand-in" and smoke["results"] == "results/paper-smoke"
+    for real, small in zip(full["experiments"], smoke["experiments"]):
+        assert small["epochs"] == 1
+        assert small["schedule"]["name"] == real["schedule"]["name"]
+        assert small["schedule"].get("milestones", [1]) == [1]
+        for key in ("models", "methods", "seeds", "batch_size", "optimizers", "layer", "run"):
+            assert small[key] == real[key], key
+    assert smoke["attacks"]["n_images"] == study_config.SMOKE_IMAGES
+    for key in ("targets", "white_box", "square", "onepixel", "transfer"):
+        assert smoke["attacks"][key] == full["attacks"][key]
+    assert full["smoke"] is False
+    assert "smoke" in check({**raw, "smoke": "yes"})

@@ -169,6 +169,9 @@ def schema() -> dict:
             "device": {**run["device"], "default": "auto"},
             "experiments": {"type": "array", "minItems": 1, "items": experiment},
             "attacks": attacks,
+            "smoke": {"type": "boolean", "default": False,
+                      "description": "run the whole study's DAG on stand-in data, one epoch "
+                                     "and a few attacked images (see smoke_study)"},
         }, required=["experiments"]),
         "definitions": definitions,
     }
@@ -517,6 +520,8 @@ def validate_study(config: dict) -> dict:
 
     if not isinstance(config, dict):
         raise ConfigError("a study config is a mapping of keys to values (a YAML dictionary)")
+    if config.get("smoke") in ("true", "false"):  # snakemake --config smoke=true gives text
+        config = {**config, "smoke": config["smoke"] == "true"}
     validator = jsonschema.Draft202012Validator(schema())
     errors = list(validator.iter_errors(config))
     if errors:
@@ -532,6 +537,38 @@ def validate_study(config: dict) -> dict:
             validate_run(run_config(config, config["experiments"][index], run))
         except ConfigError as error:
             raise ConfigError(f"experiments[{index}], run {_folder(run)}: {error}") from None
+    return smoke_study(config) if config["smoke"] else config
+
+
+#: Images each attack of a smoke run attacks (OnePixel's differential evolution costs
+#: thousands of forward passes per image).
+SMOKE_IMAGES = 2
+#: Where a smoke run keeps its stand-in data and its results: beside, never inside, the
+#: real study's.
+SMOKE_DATA, SMOKE_RESULTS = "stand-in", "-smoke"
+
+
+def smoke_study(config: dict) -> dict:
+    """The study with every job it has, shrunk to a check that none of them crashes.
+
+    The DAG keeps every run, attack, table and figure of ``config``, every model at its
+    real size and every key of its experiments (batch sizes, workers, channels_last ...),
+    but trains one epoch on the stand-in data that ``biofa data NAME --stand-in`` writes in
+    each data set's real on-disk format (below ``data_root``/stand-in, so stand-in files
+    never mix with downloaded ones), and attacks :data:`SMOKE_IMAGES` images per attack.
+    Results go to ``results``-smoke. It is run before booking GPU time for the real study:
+    ``snakemake --cores 2 --configfile config/paper.yaml --config smoke=true``.
+    """
+    config = copy.deepcopy(config)
+    config["data_root"] = f"{config['data_root'].rstrip('/')}/{SMOKE_DATA}"
+    config["results"] = f"{config['results'].rstrip('/')}{SMOKE_RESULTS}"
+    for experiment in config["experiments"]:
+        experiment["epochs"] = 1
+        if experiment["schedule"].get("milestones"):
+            experiment["schedule"]["milestones"] = [1]
+    attacks = config["attacks"]
+    attacks["n_images"] = min(attacks["n_images"], SMOKE_IMAGES)
+    attacks["batch_size"] = min(attacks["batch_size"], SMOKE_IMAGES)
     return config
 
 

@@ -1,5 +1,6 @@
 rule data:
-    """One job per data set: download through torchvision (or check the files are there).
+    """One job per data set: download through torchvision (or check the files are there;
+    in a smoke run, write a stand-in in the data set's real format).
 
     Runs where snakemake runs: cluster compute nodes often have no internet access."""
     output:
@@ -11,5 +12,7 @@ rule data:
         "../envs/biofa.yaml"
     params:
         root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
+        # a smoke run (config: smoke=true) writes stand-in data in the real file formats
+        stand_in="--stand-in" if config["smoke"] else "",
     shell:
-        "biofa data {wildcards.dataset} --root {params.root} > {log} 2>&1"
+        "biofa data {wildcards.dataset} --root {params.root} {params.stand_in} > {log} 2>&1"
