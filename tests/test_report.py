@@ -29,12 +29,13 @@ LAYERS = ["conv1", "conv2", "fc1", "fc2", "fc3"]
 
 
 def make_run(root, dataset="cifar10", model="resnet20", method="bp", seed=0, optimizer="sgd",
-             error=0.1, status="complete", epochs=3, test=True):
-    """A run folder as biofa train + biofa evaluate leave it."""
-    run = root / f"{dataset}-{model}-{optimizer}-{method}-{seed}"
+             error=0.1, status="complete", epochs=3, test=True, init="xavier"):
+    """A run folder as biofa train + biofa evaluate leave it (``init``: its layer.init)."""
+    run = root / f"{dataset}-{model}-{optimizer}-{init}-{method}-{seed}"
     run.mkdir(parents=True)
     config = {"dataset": dataset, "model": model, "method": method, "seed": seed,
-              "optimizer": {"name": optimizer, "lr": 0.1}, "epochs": epochs}
+              "optimizer": {"name": optimizer, "lr": 0.1}, "epochs": epochs,
+              "layer": {"init": init}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     done = epochs if status == "complete" else epochs - 1
     state = {"status": status, "epoch": epochs, "best_epoch": done, "best_val_acc1": 0.9}
@@ -69,10 +70,34 @@ def runs(tmp_path):
             make_run(root, dataset="mnist", model="lenet_mnist", method="usf", error=0.01)]
 
 
+@pytest.fixture
+def init_runs(tmp_path):
+    """CIFAR-10 LeNet SGD from Xavier and Kaiming (usf from Kaiming only), CIFAR-10 ResNet-20
+    SGD from Xavier only, MNIST LeNet SGD from Kaiming only."""
+    root = tmp_path / "init_runs"
+    lenet = dict(model="lenet_cifar")
+    return [make_run(root, **lenet, method="bp", seed=0, error=0.30),
+            make_run(root, **lenet, method="bp", seed=1, error=0.32),
+            make_run(root, **lenet, method="fa", seed=0, error=0.50),
+            make_run(root, **lenet, method="fa", seed=1, error=0.90, status="diverged"),
+            make_run(root, **lenet, method="bp", seed=0, error=0.40, init="kaiming"),
+            make_run(root, **lenet, method="bp", seed=1, error=0.44, init="kaiming"),
+            make_run(root, **lenet, method="fa", seed=0, error=0.60, init="kaiming"),
+            make_run(root, **lenet, method="fa", seed=1, error=0.64, init="kaiming"),
+            make_run(root, **lenet, method="usf", seed=0, error=0.70, init="kaiming"),
+            make_run(root, method="bp", error=0.10),
+            make_run(root, dataset="mnist", model="lenet_mnist", method="bp", error=0.02,
+                     init="kaiming")]
+
+
+INIT_SETTINGS = ["MNIST LeNet SGD", "CIFAR-10 LeNet SGD, Xavier", "CIFAR-10 LeNet SGD, Kaiming",
+                 "CIFAR-10 ResNet-20 SGD"]
+
+
 def attack_frame(methods=("bp", "fa", "dfa", "kp"), seeds=(0, 1)):
     rows = []
-    base = dict(model="resnet20", dataset="cifar10", optimizer="sgd", n_images=500, steps=10,
-                source="")
+    base = dict(model="resnet20", dataset="cifar10", optimizer="sgd", init="xavier", n_images=500,
+                steps=10, source="")
     for method in methods:
         for seed in seeds:
             clean = 0.9 - 0.1 * methods.index(method)
@@ -215,6 +240,74 @@ def test_write_table(runs, tmp_path):
     assert r"11.00 $\pm$ 1.41 (8.63)" in paths[1].read_text()
     assert r"\begin{tabular}" in paths[1].read_text()
     assert pd.read_csv(paths[2]).columns[0] == "method"
+
+
+def test_error_table_shows_the_paper_init_and_names_another(init_runs):
+    """Like with like: a setting's Xavier runs next to the published (Xavier) numbers, never
+    averaged with its Kaiming ones; a setting trained only from Kaiming says so."""
+    table = tables.error_table(collect.collect_runs(init_runs)["accuracy"], REFERENCE)
+    assert list(table.columns) == ["MNIST LeNet SGD, Kaiming", "CIFAR-10 LeNet SGD",
+                                   "CIFAR-10 ResNet-20 SGD"]
+    assert list(table.index) == ["bp", "fa", "usf"]
+    lenet = table["CIFAR-10 LeNet SGD"]
+    assert lenet["bp"] == "31.00 ± 1.41 (14.23)"  # the Xavier seeds only, not 30/32/40/44
+    assert lenet["fa"] == "50.00 (46.69) [1/2 diverged]"
+    assert lenet["usf"] == "— (16.22)"  # run from Kaiming only: not in the Xavier column
+    assert table.loc["bp", "MNIST LeNet SGD, Kaiming"] == "2.00 (0.91†)"
+    assert table.loc["bp", "CIFAR-10 ResNet-20 SGD"] == "10.00 (8.63)"
+    summary = tables.error_summary(collect.collect_runs(init_runs)["accuracy"])
+    assert len(summary[(summary.model == "lenet_cifar") & (summary.method == "bp")]) == 2
+
+
+def test_error_table_of_an_accuracy_table_without_inits(runs):
+    accuracy = collect.collect_runs(runs)["accuracy"]
+    assert tables.error_table(accuracy.drop(columns="init"), REFERENCE).equals(
+        tables.error_table(accuracy, REFERENCE))
+
+
+def test_init_table_cells(init_runs):
+    table = tables.init_table(collect.collect_runs(init_runs)["accuracy"])
+    assert list(table.columns) == ["CIFAR-10 LeNet SGD, Xavier", "CIFAR-10 LeNet SGD, Kaiming"]
+    assert list(table.index) == ["bp", "fa", "usf"]
+    assert table.to_dict("list") == {  # the error table's cells, without a published number
+        "CIFAR-10 LeNet SGD, Xavier": ["31.00 ± 1.41", "50.00 [1/2 diverged]", "—"],
+        "CIFAR-10 LeNet SGD, Kaiming": ["42.00 ± 2.83", "62.00 ± 2.83", "70.00"]}
+
+
+def test_init_table_columns_follow_the_init_order(tmp_path):
+    root = tmp_path / "runs"
+    runs = [make_run(root, method="bp", init=init, error=error, optimizer=optimizer)
+            for optimizer in ("adam", "sgd")
+            for init, error in (("kaiming", 0.3), ("xavier", 0.1), ("default", 0.2))]
+    runs.append(make_run(root, method="kp", init="default", error=0.5, status="running"))
+    table = tables.init_table(collect.collect_runs(runs)["accuracy"])
+    assert list(table.columns) == [f"CIFAR-10 ResNet-20 {o}, {i}" for o in ("SGD", "Adam")
+                                   for i in ("Xavier", "PyTorch default", "Kaiming")]
+    assert list(table.loc["bp"])[:3] == ["10.00", "20.00", "30.00"]
+    assert table.loc["kp (not in paper)", "CIFAR-10 ResNet-20 SGD, PyTorch default"] == \
+        "unfinished [1/1 unfinished]"
+
+
+def test_init_table_needs_two_inits_in_a_setting(runs, init_runs):
+    accuracy = collect.collect_runs(runs)["accuracy"]
+    with pytest.raises(UsageError, match="more than one init.*inits xavier"):
+        tables.init_table(accuracy)
+    with pytest.raises(UsageError, match="no init column"):
+        tables.init_table(accuracy.drop(columns="init"))
+    # two inits, but in different settings (MNIST Kaiming, ResNet-20 Xavier): nothing to compare
+    alone = collect.collect_runs(init_runs[-2:])["accuracy"]
+    with pytest.raises(UsageError, match="more than one init"):
+        tables.init_table(alone)
+
+
+def test_write_init_table(init_runs, tmp_path):
+    table = tables.init_table(collect.collect_runs(init_runs)["accuracy"])
+    md, tex, csv = tables.write_table(table, tmp_path / "init_table", kind="init")
+    assert names.INIT_TABLE_LEGEND in md.read_text() and names.TABLE_LEGEND not in md.read_text()
+    assert "| 42.00 ± 2.83 " in md.read_text()
+    assert r"\label{tab:top1-error-init}" in tex.read_text()
+    assert r"42.00 $\pm$ 2.83" in tex.read_text()
+    assert list(pd.read_csv(csv).columns) == ["method", *table.columns]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -497,6 +590,123 @@ def test_strength_figures(drawn, name, x, xlabel, title, ys):
         assert len(legend_of(fig)[0]) == 4
 
 
+def bars_of(ax):
+    """The bar groups of a panel, one per ``ax.bar`` call: {label: [(x centre, height)]}."""
+    from matplotlib.container import BarContainer
+    return {bars.get_label(): [(b.get_x() + b.get_width() / 2, b.get_height()) for b in bars]
+            for bars in ax.containers if isinstance(bars, BarContainer)}
+
+
+def test_initialization_figure(init_runs, drawn):
+    fig = drawn("initialization", collect.collect_runs(init_runs)["accuracy"])
+    assert_no_placeholder(fig)
+    (ax,) = fig.axes  # one panel: the only setting trained from two inits
+    assert ax.get_title() == "CIFAR-10 LeNet SGD"
+    assert fig.get_suptitle().startswith("Top-1 test error by initialization")
+    assert ax.get_ylabel() == "top-1 test error (%)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["bp", "fa", "usf"]
+    bars = bars_of(ax)
+    assert list(bars) == ["Xavier", "Kaiming"]
+    # the mean over the completed seeds (fa's diverged Xavier seed left out); usf: Kaiming only
+    np.testing.assert_allclose(bars["Xavier"], [(-0.2, 31), (0.8, 50)])
+    np.testing.assert_allclose(bars["Kaiming"], [(0.2, 42), (1.2, 62), (2.2, 70)])
+    from matplotlib.container import BarContainer, ErrorbarContainer
+    for group in ax.containers:  # each init its colour
+        if isinstance(group, BarContainer):
+            init = {"Xavier": "xavier", "Kaiming": "kaiming"}[group.get_label()]
+            assert {to_hex(b.get_facecolor()) for b in group} == {names.INIT_PALETTE[init]}
+    spans = [[round(high - low, 2) for (_, low), (_, high) in group.lines[2][0].get_segments()]
+             for group in ax.containers if isinstance(group, ErrorbarContainer)]
+    assert spans == [[2.83, 0], [5.66, 5.66, 0]]  # ± 1 sd over the seeds; 0 for one seed
+    dots = [c.get_offsets() for c in ax.collections if type(c).__name__ == "PathCollection"]
+    np.testing.assert_allclose(dots[0], [[-0.2, 30], [-0.2, 32], [0.8, 50]])
+    np.testing.assert_allclose(dots[1], [[0.2, 40], [0.2, 44], [1.2, 60], [1.2, 64], [2.2, 70]])
+    labels, handles = legend_of(fig)
+    assert labels == ["Xavier", "Kaiming", "one seed"]
+    assert to_hex(handles["Kaiming"].get_facecolor()) == names.INIT_PALETTE["kaiming"]
+
+
+def test_initialization_figure_a_panel_per_setting(tmp_path, drawn):
+    root = tmp_path / "runs"
+    runs = [make_run(root, method=method, init=init, optimizer=optimizer, seed=seed,
+                     error=0.1 * (1 + seed) + (0.2 if init == "default" else 0))
+            for optimizer in ("sgd", "adam") for init in ("default", "xavier", "kaiming")
+            for method in ("bp", "kp") for seed in (0, 1)]
+    fig = drawn("initialization", collect.collect_runs(runs)["accuracy"])
+    assert [ax.get_title() for ax in fig.axes] == ["CIFAR-10 ResNet-20 SGD",
+                                                   "CIFAR-10 ResNet-20 Adam"]
+    for ax in fig.axes:
+        bars = bars_of(ax)
+        assert list(bars) == ["Xavier", "PyTorch default", "Kaiming"]
+        np.testing.assert_allclose([h for _, h in bars["PyTorch default"]], [35, 35])
+        np.testing.assert_allclose([h for _, h in bars["Xavier"]], [15, 15])
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["bp", "kp (not in paper)"]
+    assert legend_of(fig)[0] == ["Xavier", "PyTorch default", "Kaiming", "one seed"]
+
+
+def test_initialization_figure_without_two_inits_is_an_error(runs, tmp_path):
+    with pytest.raises(UsageError, match="the initialization figure has nothing to draw.*"
+                                         "more than one init"):
+        figures.fig_initialization(collect.collect_runs(runs)["accuracy"], tmp_path / "x.png")
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_training_figure_keeps_inits_apart(init_runs, drawn):
+    training = collect.collect_runs(init_runs)["training"]
+    fig = drawn("training", training)
+    assert [ax.get_title() for ax in fig.axes] == INIT_SETTINGS  # a panel per init
+    _, xavier, kaiming, _ = fig.axes
+    np.testing.assert_allclose(line_of(xavier, "bp").get_ydata(), [50, 40.5, 31])
+    np.testing.assert_allclose(line_of(kaiming, "bp").get_ydata(), [50, 46, 42])
+    assert lines_of(xavier) == [(colour("bp"), "-"), (colour("fa"), "-")]
+    assert lines_of(kaiming) == [(colour(m), "-") for m in ("bp", "fa", "usf")]
+    # an older table without the init column: one panel per setting, as before
+    older = figures.draw_training(training.drop(columns="init"))
+    assert [ax.get_title() for ax in older.axes] == ["MNIST LeNet SGD", "CIFAR-10 LeNet SGD",
+                                                     "CIFAR-10 ResNet-20 SGD"]
+    plt.close(older)
+
+
+@pytest.mark.parametrize("name", ["alignment", "alignment_layers", "alignment_per_layer"])
+def test_alignment_figures_keep_inits_apart(init_runs, drawn, name):
+    alignment = collect.collect_runs(init_runs)["alignment"]
+    fig = drawn(name, alignment)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.get_title()]
+    titles = list(dict.fromkeys(ax.get_title().split(": ")[0] for ax in panels))
+    assert titles == INIT_SETTINGS
+    if name == "alignment":  # bp's mean over layers: the same in both inits' panels here,
+        weight = np.array(fig.axes).reshape(3, 4)[0]  # but from its own two seeds each
+        for ax in weight[1:3]:
+            np.testing.assert_allclose(line_of(ax, "bp").get_ydata(), [82, 72, 62, 52])
+    older = figures.DRAW[name](alignment.drop(columns="init"))
+    older_titles = {ax.get_title().split(": ")[0] for ax in older.axes if ax.get_title()}
+    assert older_titles == {"MNIST LeNet SGD", "CIFAR-10 LeNet SGD", "CIFAR-10 ResNet-20 SGD"}
+    plt.close(older)
+
+
+def test_attack_figures_keep_inits_apart(drawn):
+    xavier = attack_frame(("bp", "fa"), (0,))
+    kaiming = xavier.assign(init="kaiming", robust_acc=xavier.robust_acc / 2)
+    frame = pd.concat([xavier, kaiming], ignore_index=True)
+    fig = drawn("robustness", frame[frame.attack.isin(["pgd", "square"])], reference=ROBUSTNESS)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "CIFAR-10 ResNet-20 SGD, Xavier: PGD", "CIFAR-10 ResNet-20 SGD, Xavier: Square (50 queries)",
+        "CIFAR-10 ResNet-20 SGD, Kaiming: PGD",
+        "CIFAR-10 ResNet-20 SGD, Kaiming: Square (50 queries)"]
+    np.testing.assert_allclose(line_of(fig.axes[0], "bp").get_ydata(), [90, 81, 63])
+    np.testing.assert_allclose(line_of(fig.axes[2], "bp").get_ydata(), [45, 40.5, 31.5])
+
+    def stars(ax):
+        return [c for c in ax.collections if c.get_paths() and len(c.get_offsets()) == 30]
+
+    # the published Square numbers are of Xavier models: starred on the Xavier row only
+    assert len(stars(fig.axes[1])) == 6 and stars(fig.axes[3]) == []
+    for name in ("onepixel", "transfer"):
+        fig = drawn(name, frame, **({"reference": ROBUSTNESS} if name == "onepixel" else {}))
+        assert [ax.get_title() for ax in fig.axes] == ["CIFAR-10 ResNet-20 SGD, Xavier",
+                                                       "CIFAR-10 ResNet-20 SGD, Kaiming"]
+
+
 def test_draw_returns_the_figure_fig_writes(runs, tmp_path):
     training = collect.collect_runs(runs)["training"]
     assert set(figures.DRAW) == set(figures.FIGURES) == set(names.FIGURE_NAMES)
@@ -525,19 +735,31 @@ def test_figures_from_empty_frames_are_an_error(tmp_path, name):
     (["dfa"], ["square"], ["alignment_layers", "alignment_per_layer", "onepixel", "transfer"]),
     (["bp", "dfa"], [], ["robustness", "onepixel", "transfer"])])
 def test_study_figures_are_those_with_data(methods, attacks, left_out):
-    assert names.study_figures(methods, attacks) == [
+    assert names.study_figures(methods, attacks) == [  # no runs given: no init figure
+        name for name in names.FIGURE_NAMES if name not in left_out + ["initialization"]]
+    one_init = [{"dataset": "cifar10", "model": "resnet20", "optimizer": "sgd", "init": "xavier",
+                 "method": m, "seed": 0} for m in methods]
+    # the workflow's runs: an init figure only when some setting has more than one init
+    assert names.study_figures(methods, attacks, one_init) == names.study_figures(methods, attacks)
+    other = [{**run, "init": "kaiming"} for run in one_init]
+    other_setting = [{**run, "optimizer": "adam"} for run in other]
+    assert "initialization" not in names.study_figures(methods, attacks, one_init + other_setting)
+    assert names.study_figures(methods, attacks, one_init + other) == [
         name for name in names.FIGURE_NAMES if name not in left_out]
 
 
 def run_frames(runs):
     frames = collect.collect_runs(runs)
-    return {"training": frames["training"], "alignment": frames["alignment"],
+    return {"training": frames["training"], "initialization": frames["accuracy"],
+            "alignment": frames["alignment"],
             "alignment_layers": frames["alignment"], "alignment_per_layer": frames["alignment"]}
 
 
 @pytest.mark.parametrize("name, old, new", [
     ("training", "val_acc1", "val_acc"),
     ("training", "epoch", "step"),
+    ("initialization", "top1_error", "error"),
+    ("initialization", "init", "initialization"),
     ("alignment", "epoch", "ep"),
     ("alignment_layers", "weight_angle", "w_angle"),
     ("alignment_layers", "layer", "name"),
@@ -597,6 +819,26 @@ def test_cli_collect_table_figure(runs, tmp_path):
                                 str(out / "alignment.csv"), "--out", str(out / "layers.png")])
     assert args.run(args) == 0
     assert_png(out / "layers.png")
+
+
+def test_cli_init_table_and_figure(init_runs, runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert cli.main(["report", "collect", "--runs", *map(str, init_runs), "--out-dir", str(out)]) == 0
+    assert cli.main(["report", "init-table", "--accuracy", str(out / "accuracy.csv"),
+                     "--prefix", str(out / "init_table")]) == 0
+    assert "| 42.00 ± 2.83 " in (out / "init_table.md").read_text()
+    assert (out / "init_table.tex").exists() and (out / "init_table.csv").exists()
+    assert cli.main(["report", "figure", "initialization", "--input", str(out / "accuracy.csv"),
+                     "--out", str(out / "initialization.png")]) == 0
+    assert_png(out / "initialization.png")
+    assert (out / "initialization.pdf").exists()
+    one = tmp_path / "one"
+    assert cli.main(["report", "collect", "--runs", *map(str, runs), "--out-dir", str(one)]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", "init-table", "--accuracy", str(one / "accuracy.csv"),
+                     "--prefix", str(one / "init_table")]) == 2
+    assert "more than one init" in capsys.readouterr().err
+    assert not list(one.glob("init_table*"))
 
 
 def test_cli_attacks_and_attack_figure(tmp_path):

@@ -6,7 +6,7 @@
                                            signal checkpoints mid-epoch and exits 75)
     biofa evaluate DIR                     test error of DIR/best.pt into DIR/test.json
     biofa attack DIR --attack NAME ...     robust accuracy under an attack, into a CSV
-    biofa report collect|attacks|table|figure   the study's tables and figures
+    biofa report collect|attacks|table|init-table|figure   the study's tables and figures
 
 Bad input (unknown key, method or data set, missing files) ends with one line that
 names the problem and the fix, and exit status 2.
@@ -179,6 +179,17 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_init_table(args) -> int:
+    from .collect import read_csv
+    from .names import ACCURACY_COLUMNS
+    from .tables import init_table, write_table
+
+    accuracy = read_csv(_existing(args.accuracy, "accuracy CSV"), ACCURACY_COLUMNS)
+    for path in write_table(init_table(accuracy), args.prefix, kind="init"):
+        print(path)
+    return 0
+
+
 def cmd_figure(args) -> int:
     import pandas as pd
 
@@ -204,7 +215,7 @@ def cmd_figure(args) -> int:
 
 
 def _add_report_commands(subparsers) -> None:
-    """Add ``biofa report collect|attacks|table|figure`` to the ``biofa`` parser."""
+    """Add ``biofa report collect|attacks|table|init-table|figure`` to the ``biofa`` parser."""
     from .names import FIGURE_NAMES
 
     report = subparsers.add_parser("report", help="tables and figures from runs and attack CSVs")
@@ -230,11 +241,19 @@ def _add_report_commands(subparsers) -> None:
                    help="writes PREFIX.md, PREFIX.tex and PREFIX.csv")
     p.set_defaults(run=cmd_table)
 
+    p = sub.add_parser("init-table", help="top-1 error by init and method, for each setting "
+                                          "trained from several inits (.md .tex .csv)")
+    p.add_argument("--accuracy", required=True, metavar="accuracy.csv")
+    p.add_argument("--prefix", required=True, metavar="PREFIX",
+                   help="writes PREFIX.md, PREFIX.tex and PREFIX.csv")
+    p.set_defaults(run=cmd_init_table)
+
     p = sub.add_parser("figure", help="one figure, as FILE.png and FILE.pdf")
     p.add_argument("name", choices=FIGURE_NAMES, metavar="NAME",
                    help=f"one of {', '.join(FIGURE_NAMES)}")
     p.add_argument("--input", required=True, metavar="CSV",
-                   help="training.csv / alignment.csv from collect, or attacks CSV")
+                   help="training.csv / alignment.csv / accuracy.csv (initialization) from "
+                        "collect, or attacks CSV")
     p.add_argument("--out", required=True, metavar="FILE.png")
     p.add_argument("--reference", metavar="CSV",
                    help="robustness/onepixel: config/reference/paper_robustness.csv, drawn as stars")

@@ -11,6 +11,10 @@ without the rows or the columns a figure reads raises ``UsageError`` saying what
 the workflow asks only for the figures its study has data for
 (:func:`biofa.study.names.study_figures`), so an empty input is a wrong one, and a figure
 that says "no data" would be an empty page in the report.
+
+A setting (dataset, model, optimizer) trained from several forward/backward inits is drawn
+as one setting per init ("CIFAR-10 ResNet-20 SGD, Kaiming"), never averaged across them; a
+table without the ``init`` column (one made before the initialization axis) draws as before.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from ..errors import UsageError
 from ..methods import PAPER_METHODS
 from .collect import read_csv
 from .names import (
-    FIGURE_FORMATS, GRADIENT_LABELS, GRADIENT_STYLES, KEYS, PALETTE, ROBUSTNESS_ATTACKS,
-    method_label, order, ordered_methods, setting_label, settings_of)
+    FIGURE_FORMATS, GRADIENT_LABELS, GRADIENT_STYLES, INIT_NAMES, INIT_PALETTE, KEYS, PALETTE,
+    PAPER_INIT, ROBUSTNESS_ATTACKS, method_label, multi_init_settings, order, ordered_methods,
+    rows_of, setting_inits, setting_label, settings_of)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -95,6 +100,8 @@ def _require(frame: pd.DataFrame, columns, figure: str) -> None:
 RUN_COLUMNS = ["dataset", "model", "optimizer", "method", "epoch"]
 ATTACK_BASE = ["dataset", "model", "method", "attack", "robust_acc", "ci_low", "ci_high"]
 REQUIRED = {"training": RUN_COLUMNS + ["val_acc1"],
+            "initialization": ["dataset", "model", "optimizer", "init", "method", "seed",
+                               "status", "top1_error"],
             "alignment": RUN_COLUMNS + ["seed"],
             "alignment_layers": RUN_COLUMNS + ["seed", "layer", "weight_angle"],
             "alignment_per_layer": RUN_COLUMNS + ["seed", "layer", "weight_angle", "norm_ratio"],
@@ -135,12 +142,17 @@ def _method_legend(fig, methods, extra: list | None = None, dash_kp: bool = True
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
-def _setting_of(frame: pd.DataFrame, setting: tuple) -> pd.DataFrame:
-    columns = ["dataset", "model", "optimizer"][:len(setting)]
-    mask = np.ones(len(frame), dtype=bool)
-    for column, value in zip(columns, setting):
-        mask &= (frame[column] == value).to_numpy()
-    return frame[mask]
+def _settings(frame: pd.DataFrame, with_optimizer: bool = True) -> list[tuple]:
+    """The panels' settings: one per init where ``frame`` trains a setting from several."""
+    return settings_of(frame, with_optimizer, by_init=True)
+
+
+_setting_of = rows_of  # a setting's rows, as _settings gives it
+
+
+def _run_keys(frame: pd.DataFrame) -> list[str]:
+    """The :data:`KEYS` ``frame`` has: an older table has no init column."""
+    return [key for key in KEYS if key in frame.columns]
 
 
 def _has_optimizer(frame: pd.DataFrame) -> bool:
@@ -158,7 +170,7 @@ def draw_training(training: pd.DataFrame) -> Figure:
     _require(training, REQUIRED["training"], "training")
     frame = _labelled(training)
     frame["val_error"] = 100 * (1 - frame["val_acc1"].astype(float))
-    settings, methods = settings_of(frame), ordered_methods(frame["method"])
+    settings, methods = _settings(frame), ordered_methods(frame["method"])
     fig, axes = _grid(1, len(settings))
     for ax, setting in zip(axes[0], settings):
         sns.lineplot(data=_setting_of(frame, setting), x="epoch", y="val_error",
@@ -167,6 +179,77 @@ def draw_training(training: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _method_legend(fig, methods)
     fig.suptitle(f"{title} (mean over seeds, band ± 1 sd)")
+    fig.tight_layout()
+    return fig
+
+
+def _init_colour(init) -> str:
+    return INIT_PALETTE.get(init, "#7f7f7f")
+
+
+@_themed
+def draw_initialization(accuracy: pd.DataFrame) -> Figure:
+    """Top-1 test error by forward/backward init: a panel per (dataset, model, optimizer)
+    setting trained from more than one init, methods along x, a bar per init (its colour of
+    :data:`~biofa.study.names.INIT_PALETTE`) at the mean over the completed seeds, ± 1 sd,
+    each completed seed a dot.
+
+    The numbers of :func:`biofa.study.tables.init_table` (the same summary), drawn: whether
+    a rule's error depends on how W and B start. Diverged and unfinished seeds are left out,
+    as in the table; a method none of whose seeds completed from an init gets no bar.
+    """
+    from .tables import error_summary  # the tables' numbers, so bars and cells agree
+
+    title = "Top-1 test error by initialization"
+    _nonempty(accuracy, "initialization", "runs")
+    _require(accuracy, REQUIRED["initialization"], "initialization")
+    settings = multi_init_settings(accuracy)
+    if not settings:
+        raise UsageError("the initialization figure has nothing to draw: its input holds no "
+                         "setting (dataset, model, optimizer) trained from more than one init")
+    summary = error_summary(accuracy)
+    complete = accuracy[accuracy["status"] == "complete"]
+    n_bars = max(len(setting_inits(accuracy, s)) * rows_of(accuracy, s)["method"].nunique()
+                 for s in settings)
+    n_cols = min(2, len(settings))
+    n_rows = -(-len(settings) // n_cols)
+    fig, axes = _grid(n_rows, n_cols, width=max(4.6, 0.32 * n_bars + 1.5), height=3.8)
+    for ax in axes.flat[len(settings):]:
+        ax.remove()
+    drawn_inits = []
+    for ax, setting in zip(axes.flat, settings):
+        inits = setting_inits(accuracy, setting)
+        methods = ordered_methods(rows_of(accuracy, setting)["method"])
+        width = 0.8 / len(inits)
+        for i, init in enumerate(inits):
+            rows = rows_of(summary, setting + (init,)).set_index("method")
+            rows = rows.reindex([m for m in methods if m in rows.index])
+            x = np.array([methods.index(m) for m in rows.index]) - 0.4 + width * (i + 0.5)
+            ax.bar(x, rows["mean"].to_numpy(float), width=width * 0.92,
+                   color=_init_colour(init), label=INIT_NAMES.get(init, init))
+            ax.errorbar(x, rows["mean"].to_numpy(float),
+                        yerr=rows["std"].fillna(0).to_numpy(float), fmt="none",
+                        ecolor="#222222", elinewidth=1, capsize=2.5)
+            seeds = rows_of(complete, setting + (init,))
+            dots = [(xi, e) for xi, m in zip(x, rows.index)
+                    for e in seeds.loc[seeds["method"] == m, "top1_error"].astype(float) * 100]
+            if dots:
+                ax.scatter(*zip(*dots), s=12, color="white", edgecolor="#222222",
+                           linewidth=0.8, zorder=3)
+            drawn_inits.append(init)
+        ax.set_xticks(range(len(methods)), [method_label(m) for m in methods])
+        ax.tick_params(axis="x", rotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+        ax.set(title=setting_label(*setting), xlabel="", ylabel="top-1 test error (%)",
+               xlim=(-0.6, len(methods) - 0.4))
+        ax.set_ylim(bottom=0)
+    handles = [Rectangle((0, 0), 1, 1, color=_init_colour(init), label=INIT_NAMES.get(init, init))
+               for init in order(drawn_inits, INIT_NAMES)]
+    handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white",
+                          markeredgecolor="#222222", label="one seed"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(f"{title} (bar: mean over completed seeds ± 1 sd; dots: seeds)")
     fig.tight_layout()
     return fig
 
@@ -202,10 +285,10 @@ def draw_alignment(alignment: pd.DataFrame) -> Figure:
                          f"{', '.join(ALIGNMENT_METRICS)}, missing from its input "
                          f"(columns: {', '.join(map(str, alignment.columns))})")
     metrics_ = [m for m in ALIGNMENT_METRICS if m in alignment.columns]
-    per_run = (alignment.groupby(KEYS + ["epoch"], sort=False)[metrics_]
+    per_run = (alignment.groupby(_run_keys(alignment) + ["epoch"], sort=False, dropna=False)[metrics_]
                .mean().reset_index())  # mean over layers, NaN skipped
     frame = _labelled(per_run)
-    settings, methods = settings_of(frame), ordered_methods(frame["method"])
+    settings, methods = _settings(frame), ordered_methods(frame["method"])
     fig, axes = _grid(len(metrics_), len(settings), height=3.0, sharex="col")
     for row, metric in enumerate(metrics_):
         for col, setting in enumerate(settings):
@@ -237,10 +320,11 @@ def draw_alignment_layers(alignment: pd.DataFrame) -> Figure:
     title = "Weight alignment per layer at the last epoch"
     _nonempty(alignment, "alignment_layers", "alignment measurements")
     _require(alignment, REQUIRED["alignment_layers"], "alignment_layers")
-    last = alignment[alignment["epoch"] == alignment.groupby(KEYS)["epoch"].transform("max")]
+    last = alignment[alignment["epoch"] == alignment.groupby(_run_keys(alignment), dropna=False)[
+        "epoch"].transform("max")]
     frame = _labelled(last.dropna(subset=["weight_angle"]))
     _nonempty(frame, "alignment_layers", "weight angles (DFA's B is not W-shaped)")
-    settings, methods = settings_of(frame), ordered_methods(frame["method"])
+    settings, methods = _settings(frame), ordered_methods(frame["method"])
     n_layers = max(_setting_of(frame, s)["layer"].nunique() for s in settings)
     fig, axes = _grid(len(settings), 1, width=min(24.0, max(6.0, 0.22 * n_layers * len(methods))),
                       height=3.6)
@@ -296,7 +380,7 @@ def draw_alignment_per_layer(alignment: pd.DataFrame) -> Figure:
     measured = alignment.dropna(subset=["weight_angle"])
     left_out = [m for m in ordered_methods(alignment["method"]) if m not in set(measured["method"])]
     _nonempty(measured, "alignment_per_layer", "weight angles (DFA's B is not W-shaped)")
-    settings = settings_of(measured)
+    settings = _settings(measured)
     columns = max(measured.pipe(_setting_of, s)["method"].nunique() for s in settings)
     fig = Figure(figsize=(3.8 * columns + 1.2, 2.9 * 2 * len(settings)), layout="constrained")
     axes = fig.subplots(2 * len(settings), columns, squeeze=False)
@@ -362,8 +446,10 @@ def _published_points(ax, reference, setting, attack: str, x: str) -> bool:
     strength-0 point where they attacked at 0 (Square), and OnePixel has no 0-pixel point,
     so a star always marks a strength the paper measured (and config/paper.yaml attacks).
     """
-    if reference is None or tuple(setting[:2]) != ("cifar10", "resnet20") or \
-            (len(setting) > 2 and setting[2] != "sgd"):  # the notebooks attacked SGD models
+    dataset, model, optimizer, init = (tuple(setting) + (None, None))[:4]
+    if reference is None or (dataset, model) != ("cifar10", "resnet20") \
+            or optimizer not in (None, "sgd") \
+            or init not in (None, PAPER_INIT):  # the notebooks attacked Xavier SGD models
         return False
     rows = reference[reference["attack"] == attack]
     for method, group in rows.groupby("method"):
@@ -380,7 +466,7 @@ PUBLISHED_HANDLE = Line2D([], [], marker="*", ls="", color="#bbbbbb", markeredge
 
 
 def _attack_settings(frame: pd.DataFrame) -> list[tuple]:
-    return settings_of(frame, with_optimizer=_has_optimizer(frame))
+    return _settings(frame, with_optimizer=_has_optimizer(frame))
 
 
 def _attack_rows(attacks: pd.DataFrame, names, figure: str, x: str) -> pd.DataFrame:
@@ -491,7 +577,8 @@ def draw_transfer(attacks: pd.DataFrame) -> Figure:
 
 
 #: ``draw_*`` by figure name: each returns the Figure without writing it.
-DRAW = {"training": draw_training, "alignment": draw_alignment,
+DRAW = {"training": draw_training, "initialization": draw_initialization,
+        "alignment": draw_alignment,
         "alignment_layers": draw_alignment_layers,
         "alignment_per_layer": draw_alignment_per_layer, "robustness": draw_robustness,
         "onepixel": draw_onepixel, "transfer": draw_transfer}
@@ -514,6 +601,7 @@ def _writer(name: str, draw):
 #: ``fig_*`` by figure name, what ``biofa report figure NAME`` runs.
 FIGURES = {name: _writer(name, draw) for name, draw in DRAW.items()}
 fig_training, fig_alignment = FIGURES["training"], FIGURES["alignment"]
+fig_initialization = FIGURES["initialization"]
 fig_alignment_layers, fig_alignment_per_layer = (FIGURES["alignment_layers"],
                                                  FIGURES["alignment_per_layer"])
 fig_robustness, fig_onepixel, fig_transfer = (FIGURES["robustness"], FIGURES["onepixel"],

@@ -61,21 +61,34 @@ MODEL_NAMES = {"lenet_mnist": "LeNet", "lenet_cifar": "LeNet", "resnet18": "ResN
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
 INIT_NAMES = {"xavier": "Xavier", "default": "PyTorch default", "kaiming": "Kaiming"}
 
-FIGURE_NAMES = ("training", "alignment", "alignment_layers", "alignment_per_layer", "robustness",
-                "onepixel", "transfer")
+#: One colour per init, the same in every figure that sets inits side by side.
+INIT_PALETTE = {"xavier": "#1b9e77", "default": "#7570b3", "kaiming": "#d95f02"}
+
+FIGURE_NAMES = ("training", "initialization", "alignment", "alignment_layers",
+                "alignment_per_layer", "robustness", "onepixel", "transfer")
 ROBUSTNESS_ATTACKS = tuple(WHITE_BOX) + ("square",)
 GRADIENT_STYLES = {"feedback": "-", "true": "--", "none": "-", "transfer": "-"}
 GRADIENT_LABELS = {"feedback": "feedback gradient (the rule's own)",
                    "true": "true gradient (exact backprop)",
                    "none": "Square: outputs only"}
 
-TABLE_LEGEND = ("Top-1 test error (%): mean ± sample std over the seeds that completed "
-                "(one number when one seed did); published value of Sanfiz & Akrout 2021 in "
-                "parentheses, — where the paper has none; [k/n diverged] and [k/n unfinished] "
-                "count seeds left out of the mean because training diverged or is still running; "
+#: How a cell's reproduced number is made, and what its bracketed counts say (every table).
+SEEDS_LEGEND = "mean ± sample std over the seeds that completed (one number when one seed did)"
+COUNTS_LEGEND = ("[k/n diverged] and [k/n unfinished] count seeds left out of the mean because "
+                 "training diverged or is still running")
+TABLE_LEGEND = (f"Top-1 test error (%): {SEEDS_LEGEND}; published value of Sanfiz & Akrout 2021 in "
+                f"parentheses, — where the paper has none; {COUNTS_LEGEND}; "
                 "† marks a published number selected on the test set (the paper's validation "
                 "split there is its test set), where biofa selects on a held-out validation "
-                "split, so a † number is optimistic next to the reproduced one.")
+                "split, so a † number is optimistic next to the reproduced one. "
+                f"Reproduced numbers are of runs from {INIT_NAMES[PAPER_INIT]} initialization, "
+                "the paper's, wherever a setting has them; a header naming another init marks a "
+                "setting trained only from that one.")
+INIT_TABLE_LEGEND = ("Top-1 test error (%) by forward/backward initialization, for each setting "
+                     f"trained from more than one init: {SEEDS_LEGEND}; — where a method was not "
+                     f"run from that init; {COUNTS_LEGEND}. {INIT_NAMES[PAPER_INIT]} is the "
+                     "init of the paper's tables; PyTorch default is torch's own layer init, "
+                     "Kaiming He's normal (fan_in); W and B are drawn from the same scheme.")
 
 
 def run_keys(config: dict) -> dict:
@@ -92,12 +105,20 @@ def method_label(method: str) -> str:
     return method if method in PAPER_METHODS else f"{method} (not in paper)"
 
 
-def setting_label(dataset: str, model: str, optimizer: str | None = None) -> str:
-    """Readable column/panel header such as 'CIFAR-10 ResNet-20 SGD'."""
+def setting_label(dataset: str, model: str, optimizer: str | None = None,
+                  init: str | None = None) -> str:
+    """Readable column/panel header such as 'CIFAR-10 ResNet-20 SGD' or, with an init,
+    'CIFAR-10 ResNet-20 SGD, Kaiming'."""
     parts = [DATASET_NAMES.get(dataset, dataset), MODEL_NAMES.get(model, model)]
-    if optimizer is not None and not (isinstance(optimizer, float) and math.isnan(optimizer)):
+    if not _missing(optimizer):
         parts.append(OPTIMIZER_NAMES.get(optimizer, str(optimizer)))
-    return " ".join(parts)
+    label = " ".join(parts)
+    return label if _missing(init) else f"{label}, {INIT_NAMES.get(init, str(init))}"
+
+
+def _missing(value) -> bool:
+    """None or NaN: a key a setting (or an older table) does not have."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def order(values, preferred) -> list:
@@ -111,8 +132,16 @@ def ordered_methods(values) -> list[str]:
     return order(values, METHOD_ORDER)
 
 
-def settings_of(frame: pd.DataFrame, with_optimizer: bool = True) -> list[tuple]:
-    """The (dataset, model[, optimizer]) combinations of ``frame``, in a stable reading order."""
+def settings_of(frame: pd.DataFrame, with_optimizer: bool = True,
+                by_init: bool = False) -> list[tuple]:
+    """The (dataset, model[, optimizer]) combinations of ``frame``, in a stable reading order.
+
+    ``by_init``: every setting as (dataset, model, optimizer, init), so that a setting
+    ``frame`` trains from several inits becomes one per init (in :data:`INIT_NAMES` order)
+    and is never averaged across them; init is None in a setting of one init (or of a table
+    without the column), optimizer None without ``with_optimizer``. :func:`rows_of` reads
+    either kind back, :func:`setting_label` names it.
+    """
     columns = ["dataset", "model"] + (["optimizer"] if with_optimizer else [])
     if frame.empty:
         return []
@@ -127,7 +156,43 @@ def settings_of(frame: pd.DataFrame, with_optimizer: bool = True) -> list[tuple]
                 *[(optimizers.index(o) if o in optimizers else len(optimizers), str(o))
                   for o in optimizer])
 
-    return sorted(combos, key=rank)
+    settings = sorted(combos, key=rank)
+    if not by_init:
+        return settings
+    split = []
+    for setting in settings:
+        base = setting if with_optimizer else setting + (None,)
+        inits = setting_inits(frame, setting)
+        split += [base + (init,) for init in inits] if len(inits) > 1 else [base + (None,)]
+    return split
+
+
+def rows_of(frame: pd.DataFrame, setting: tuple) -> pd.DataFrame:
+    """The rows of ``frame`` in ``setting`` (dataset, model[, optimizer[, init]]), as
+    :func:`settings_of` gives it: a None key matches every row, a NaN one the empty cells."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in zip(["dataset", "model", "optimizer", "init"], setting):
+        if value is not None:
+            mask &= frame[column].isna() if _missing(value) else frame[column] == value
+    return frame[mask]
+
+
+def setting_inits(frame: pd.DataFrame, setting: tuple) -> list[str]:
+    """The inits ``frame``'s runs of ``setting`` are trained from, in :data:`INIT_NAMES`
+    order; none for a table without the column (one made before the initialization axis)."""
+    if "init" not in frame.columns:
+        return []
+    return order(rows_of(frame, setting)["init"].dropna(), INIT_NAMES)
+
+
+def multi_init_settings(runs) -> list[tuple]:
+    """The (dataset, model, optimizer) settings that ``runs`` (a frame such as accuracy.csv,
+    or dicts of the run keys, as the workflow has them) train from more than one init: the
+    initialization study's, in :func:`settings_of` order."""
+    frame = runs if isinstance(runs, pd.DataFrame) else pd.DataFrame(list(runs))
+    if frame.empty or "init" not in frame.columns:
+        return []
+    return [setting for setting in settings_of(frame) if len(setting_inits(frame, setting)) > 1]
 
 
 # ----------------------------------------------------------------------------- the workflow's files
@@ -144,7 +209,7 @@ RUN_TABLES = ("accuracy", "training", "alignment")
 ATTACK_TABLE = "robustness"
 
 #: The table each figure is drawn from (``tables/NAME.csv``).
-FIGURE_TABLES = {"training": "training", "alignment": "alignment",
+FIGURE_TABLES = {"training": "training", "initialization": "accuracy", "alignment": "alignment",
                  "alignment_layers": "alignment", "alignment_per_layer": "alignment",
                  "robustness": ATTACK_TABLE,
                  "onepixel": ATTACK_TABLE, "transfer": ATTACK_TABLE}
@@ -159,18 +224,27 @@ FIGURE_ATTACKS = {"robustness": ROBUSTNESS_ATTACKS, "onepixel": ("onepixel",),
                   "transfer": ("transfer",)}
 
 
-def study_figures(methods, attacks) -> list[str]:
+#: Figures that set the inits of a setting side by side: made only for a study that trains
+#: some setting from more than one (:func:`multi_init_settings`).
+INIT_FIGURES = ("initialization",)
+
+
+def study_figures(methods, attacks, runs=None) -> list[str]:
     """The figures, of :data:`FIGURE_NAMES`, that a study training ``methods`` and running
     ``attacks`` (their names, on at least one target) has data for.
 
-    The workflow makes only these, so its report never shows an empty figure, and a figure
-    asked to draw a table without rows can refuse rather than draw a placeholder.
+    ``runs`` (dicts of the run keys, or a frame of them) tells whether the study trains some
+    setting from more than one init, as :data:`INIT_FIGURES` need; without it they are left
+    out. The workflow makes only these, so its report never shows an empty figure, and a
+    figure asked to draw a table without rows can refuse rather than draw a placeholder.
     """
     methods, attacks = set(methods), set(attacks)
     weight_shaped = bool(methods - set(NO_WEIGHT_SHAPED_FEEDBACK))
+    several_inits = runs is not None and bool(multi_init_settings(runs))
     return [name for name in FIGURE_NAMES
             if (name not in WEIGHT_ALIGNMENT_FIGURES or weight_shaped)
-            and (name not in FIGURE_ATTACKS or attacks & set(FIGURE_ATTACKS[name]))]
+            and (name not in FIGURE_ATTACKS or attacks & set(FIGURE_ATTACKS[name]))
+            and (name not in INIT_FIGURES or several_inits)]
 
 
 #: Figures that draw the published numbers too (``biofa report figure --reference``).
