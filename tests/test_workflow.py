@@ -12,6 +12,8 @@ import yaml
 from biofa.methods import METHODS
 from biofa.study import names
 from biofa.study.run import RunFolder
+from biofa.study import study_config
+from biofa.study.attack import plan as attack_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = [ROOT / "workflow" / "Snakefile", *sorted((ROOT / "workflow").rglob("*.smk"))]
@@ -54,13 +56,16 @@ def project(tmp_path_factory):
     experiment.update(methods=["bp", "fa"], seeds=[0], epochs=2,
                       schedule={"name": "multistep", "milestones": [1], "gamma": 0.1})
     experiment["optimizers"]["sgd"]["lr"] = {"default": 0.01, "fa": 0.001}  # only its methods
+    experiment["optimizers"] = {"sgd": experiment["optimizers"]["sgd"]}  # SGD alone
     config["attacks"]["n_images"] = 60
     (root / "config" / "small.yaml").write_text(yaml.safe_dump(config))
     return root
 
 
 #: The small study's figures: bp and fa, PGD, Square and transfer, no OnePixel.
-SMALL_STUDY_FIGURES = [name for name in names.FIGURE_NAMES if name != "onepixel"]
+#: (one init, so no initialization figure either)
+SMALL_STUDY_FIGURES = [name for name in names.FIGURE_NAMES
+                       if name not in ("onepixel", "initialization")]
 
 
 def planned_figures(cwd, configfile) -> list[str]:
@@ -77,7 +82,12 @@ def test_only_figures_with_data_are_planned(project):
     config = yaml.safe_load((project / "config" / "small.yaml").read_text())
     config["attacks"]["onepixel"]["pixels"] = [1]
     (project / "config" / "onepixel.yaml").write_text(yaml.safe_dump(config))
-    assert planned_figures(project, "config/onepixel.yaml") == sorted(names.FIGURE_NAMES)
+    assert planned_figures(project, "config/onepixel.yaml") == sorted(
+        set(names.FIGURE_NAMES) - {"initialization"})
+    config["experiments"][0]["layer"]["init"] = ["xavier", "kaiming"]  # an init study
+    (project / "config" / "inits.yaml").write_text(yaml.safe_dump(config))
+    assert planned_figures(project, "config/inits.yaml") == sorted(names.FIGURE_NAMES)
+    config["experiments"][0]["layer"]["init"] = "xavier"
     config["attacks"]["targets"] = []  # nothing attacked: no attack figure at all
     (project / "config" / "no_attacks.yaml").write_text(yaml.safe_dump(config))
     assert planned_figures(project, "config/no_attacks.yaml") == sorted(
@@ -89,10 +99,17 @@ def test_paper_config_lists_every_training_run():
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     # MNIST and Fashion-MNIST LeNet (7 + 7), CIFAR-10 LeNet/ResNet-20/ResNet-56 x SGD/Adam
-    # (42), ImageNet ResNet-18 (7): every method of the paper plus kp, seed 2021
-    assert counts["train"] == 63 and counts["evaluate"] == 63 and counts["data"] == 4
-    # ResNet-20 SGD: 7 methods x (4 white-box attacks x 2 gradients + square + onepixel + transfer)
-    assert counts["attack"] == 7 * 11
+    # (42), ImageNet ResNet-18 (7): every method of the paper plus kp, seed 2021; and the
+    # initialization study: CIFAR-10 LeNet/ResNet-20 x SGD/Adam x 7 methods from two more
+    # inits (56). Each train job also tests its run.
+    assert counts["train"] == 63 + 56 and counts["data"] == 4 and "evaluate" not in counts
+    assert counts["init_table"] == 1
+    # ResNet-20 SGD xavier: one job per method, each writing 4 white-box attacks x 2
+    # gradients + square + onepixel + transfer
+    assert counts["attack"] == 7
+    attacks = [job for job in planned_jobs(result.stdout) if job["rule"] == "attack"]
+    assert sum(len(job["output"]) for job in attacks) == 7 * 11
+    assert all("/resnet20/sgd/xavier/" in job["output"][0] for job in attacks)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -125,19 +142,19 @@ def test_experiments_differing_only_in_methods_keep_their_own_settings(tmp_path)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     first = config["experiments"][0]
     first.update(methods=["bp"], seeds=[0], epochs=2, schedule={"name": "constant"})
-    first["optimizers"]["sgd"]["lr"] = 0.01
+    first["optimizers"] = {"sgd": {**first["optimizers"]["sgd"], "lr": 0.01}}
     second = {**first, "methods": ["fa"], "epochs": 3, "optimizers": {"sgd": {"name": "sgd", "lr": 0.002}},
               "resources": {"gpu": 0, "threads": 1, "mem_mb": 3210, "runtime": 15}}
     config["experiments"].append(second)
     (tmp_path / "config" / "two.yaml").write_text(yaml.safe_dump(config))
-    configs = [f"results/configs/digits/lenet_mnist/sgd/{m}/seed0.yaml" for m in ("bp", "fa")]
+    configs = [f"results/configs/digits/lenet_mnist/sgd/xavier/{m}/seed0.yaml" for m in ("bp", "fa")]
     result = snakemake(tmp_path, *configs, "--cores", "1", "--configfile", "config/two.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     bp, fa = (yaml.safe_load((tmp_path / name).read_text()) for name in configs)
     assert (bp["epochs"], bp["optimizer"]["lr"]) == (2, 0.01)
     assert (fa["epochs"], fa["optimizer"]["lr"]) == (3, 0.002)
 
-    plan = snakemake(tmp_path, "results/runs/digits/lenet_mnist/sgd/fa/seed0/best.pt", "-n",
+    plan = snakemake(tmp_path, "results/runs/digits/lenet_mnist/sgd/xavier/fa/seed0/best.pt", "-n",
                      "--configfile", "config/two.yaml")
     assert plan.returncode == 0, plan.stderr[-3000:]
     train = plan.stdout[plan.stdout.index("rule train:"):]
@@ -155,8 +172,8 @@ def test_small_study_end_to_end(project):
         assert pdf.stat().st_size > 1000 and pdf.read_bytes()[:5] == b"%PDF-"
     assert not (results / "figures" / "onepixel.png").exists()  # no OnePixel in this study
     # what each train and attack job took (time, memory), to size cluster requests
-    for benchmark in ("train/digits/lenet_mnist/sgd/fa/seed0.tsv",
-                      "attack/digits/lenet_mnist/sgd/fa/seed0/pgd-true.tsv"):
+    for benchmark in ("train/digits/lenet_mnist/sgd/xavier/fa/seed0.tsv",
+                      "attack/digits/lenet_mnist/sgd/xavier/fa/seed0.tsv"):
         header = (results / "benchmarks" / benchmark).read_text().splitlines()[0]
         assert header.split("\t")[:2] == ["s", "h:m:s"] and "max_rss" in header
     table = (results / "tables" / "error_table.md").read_text()
@@ -175,11 +192,11 @@ def test_small_study_end_to_end(project):
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # delete one checkpoint: only that run and what depends on it is redone
-    (results / "runs/digits/lenet_mnist/sgd/fa/seed0/best.pt").unlink()
+    (results / "runs/digits/lenet_mnist/sgd/xavier/fa/seed0/best.pt").unlink()
     plan = snakemake(project, "-n", "--configfile", "config/small.yaml")
     counts = job_counts(plan.stdout)
-    assert counts["train"] == 1 and counts["evaluate"] == 1
-    assert counts["attack"] == 4  # fa's pgd x 2 gradients, square, transfer; bp untouched
+    assert counts["train"] == 1 and "evaluate" not in counts
+    assert counts["attack"] == 1  # fa's pgd x 2 gradients, square, transfer; bp untouched
     assert "run_config" not in counts and "data" not in counts
 
 
@@ -232,14 +249,20 @@ def test_planned_files_follow_biofa_names(project):
         by_rule.setdefault(job["rule"], []).append(job)
 
     for job in by_rule["train"]:
-        assert sorted(Path(f).name for f in job["output"]) == sorted(RunFolder.TRAINED)
-    for job in by_rule["evaluate"]:
-        assert [Path(f).name for f in job["output"]] == [RunFolder.evaluation("test")]
+        assert sorted(Path(f).name for f in job["output"]) == sorted(
+            [*RunFolder.TRAINED, RunFolder.evaluation("test")])
     [collect] = by_rule["collect_runs"]
     assert [Path(f).stem for f in collect["output"]] == list(names.RUN_TABLES)
     [attacks] = by_rule["collect_attacks"]
     assert [Path(f).stem for f in attacks["output"]] == [names.ATTACK_TABLE]
-    assert {job["wildcards"]["gradient"] for job in by_rule["attack"]} <= set(names.THREAT_MODELS)
+    from biofa.study.attack import plan_file
+
+    section = study_config.validate_study(
+        yaml.safe_load((project / "config" / "small.yaml").read_text()))["attacks"]
+    planned = [plan_file(attack, gradient) for attack, gradient in attack_plan(section)]
+    assert {gradient for _, gradient in attack_plan(section)} <= set(names.THREAT_MODELS)
+    for job in by_rule["attack"]:
+        assert [Path(f).name for f in job["output"]] == planned
     assert {job["wildcards"]["method"] for job in by_rule["train"]} <= set(METHODS)
 
     from biofa.study.figures import figure_paths

@@ -51,6 +51,7 @@ def make_consumer(folder: Path) -> Path:
     experiment = config["experiments"][0]
     experiment.update(methods=["bp", "fa"], seeds=[0], epochs=1, schedule={"name": "constant"})
     experiment["optimizers"]["sgd"]["lr"] = {"default": 0.01, "fa": 0.001}
+    experiment["optimizers"] = {"sgd": experiment["optimizers"]["sgd"]}  # SGD alone
     config["results"] = "study"
     config["attacks"]["n_images"] = 60
     (folder / "config").mkdir()
@@ -69,14 +70,15 @@ def test_dry_run_from_another_repository_plans_the_study(consumer):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     counts = job_counts(result.stdout)
     # bp and fa, seed 0: pgd x 2 gradients, square and transfer (onepixel is off) each
-    assert counts["train"] == 2 and counts["evaluate"] == 2 and counts["run_config"] == 2
-    assert counts["attack"] == 2 * 4 and counts["data"] == 1
-    # every figure the study has data for (no onepixel): seven less one
+    assert counts["train"] == 2 and counts["run_config"] == 2 and "evaluate" not in counts
+    assert counts["attack"] == 2 and counts["data"] == 1  # a job per run, four attacks each
+    # every figure the study has data for (no onepixel, one init)
     figures = names.study_figures(["bp", "fa"], ["pgd", "square", "transfer"])
-    assert "onepixel" not in figures and len(figures) == len(names.FIGURE_NAMES) - 1
+    assert "onepixel" not in figures and "initialization" not in figures
+    assert len(figures) == len(names.FIGURE_NAMES) - 2
     assert counts["figure"] == len(figures) and counts["error_table"] == 1
     # the outputs go where the consumer's config says, in the consumer's folder
-    assert "study/runs/digits/lenet_mnist/sgd/fa/seed0/best.pt" in result.stdout
+    assert "study/runs/digits/lenet_mnist/sgd/xavier/fa/seed0/best.pt" in result.stdout
     assert str(ROOT) not in "".join(re.findall(r"output: (.*)", result.stdout))
 
 

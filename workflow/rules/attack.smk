@@ -1,14 +1,31 @@
+rule attack_plan:
+    """The study's attacks section, as biofa attack --plan reads it (a shell write)."""
+    output:
+        f"{RESULTS}/configs/attacks.yaml",
+    log:
+        f"{RESULTS}/logs/attack_plan.log",
+    localrule: True
+    conda:
+        "../envs/biofa.yaml"
+    params:
+        text=attack_plan_yaml,
+    shell:
+        "(printf '%s' {params.text:q} > {output}.tmp && mv {output}.tmp {output}) > {log} 2>&1"
+
+
 rule attack:
-    """Clean and robust accuracy of one run under one attack and one threat model."""
+    """Clean and robust accuracy of one run under every attack and threat model of the
+    study: one job per run, the model loaded once for all of them."""
     input:
         best=rules.train.output.best,
+        plan=rules.attack_plan.output[0],
         source=transfer_source,
     output:
-        ATTACK_CSV,
+        run_attack_csvs(),
     log:
-        f"{RESULTS}/logs/attack/{RUN_FOLDER}/{{attack}}-{{gradient}}.log",
+        f"{RESULTS}/logs/attack/{RUN_FOLDER}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/attack/{RUN_FOLDER}/{{attack}}-{{gradient}}.tsv"
+        f"{RESULTS}/benchmarks/attack/{RUN_FOLDER}.tsv"
     conda:
         "../envs/biofa.yaml"
     threads: resource(attack_section, "threads", 1)
@@ -18,12 +35,9 @@ rule attack:
         runtime=resource(attack_section, "runtime", 60),
     params:
         dir=lambda wildcards, input: os.path.dirname(input.best),
-        arguments=attack_arguments,
-        n=config["attacks"]["n_images"],
-        batch=config["attacks"]["batch_size"],
-        seed=config["attacks"]["seed"],
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+        source=source_option,
         device=config["device"],
     shell:
-        "biofa attack {params.dir} --attack {wildcards.attack} {params.arguments} "
-        "--n {params.n} --batch-size {params.batch} --seed {params.seed} "
-        "--device {params.device} --out {output} > {log} 2>&1"
+        "biofa attack {params.dir} --plan {input.plan} --out-dir {params.out} {params.source} "
+        "--device {params.device} > {log} 2>&1"

@@ -1,5 +1,7 @@
 import os
 
+import yaml
+
 from biofa.methods import INITS, METHODS
 from biofa.study.names import (
     ATTACKS,
@@ -15,8 +17,12 @@ from biofa.study.names import (
     THREAT_MODELS,
     TRANSFER_GRADIENT,
     TRANSFER_SOURCE,
+    multi_init_settings,
     study_figures,
 )
+from biofa.study.attack import plan as plan_attacks
+from biofa.study.attack import plan_files
+from biofa.study.config import validate as validate_run
 from biofa.study.run import RunFolder
 from biofa.study.study_config import experiment_index, is_target, run_key
 from biofa.study.study_config import runs as study_runs
@@ -30,7 +36,8 @@ from biofa.study.study_config import run_config as study_run_config
 RESULTS = config["results"]
 DATA_ROOT = config["data_root"]
 RUN = f"{RESULTS}/runs/{RUN_FOLDER}"
-ATTACK_CSV = f"{RESULTS}/attacks/{RUN_FOLDER}/{{attack}}-{{gradient}}.csv"
+ATTACK_DIR = f"{RESULTS}/attacks/{RUN_FOLDER}"
+ATTACK_CSV = f"{ATTACK_DIR}/{{attack}}-{{gradient}}.csv"
 TABLES = f"{RESULTS}/tables"
 FIGURE = f"{RESULTS}/figures/{{figure}}"
 
@@ -76,8 +83,12 @@ def resource(section, key, default):
 
 
 def run_config(wildcards):
-    """The biofa run config of one run (validated by the run_config rule)."""
-    return study_run_config(config, experiment_of(wildcards), wildcards)
+    """The biofa run config of one run, validated and with biofa's defaults filled."""
+    return validate_run(study_run_config(config, experiment_of(wildcards), wildcards))
+
+
+def run_config_yaml(wildcards):
+    return yaml.safe_dump(run_config(wildcards), sort_keys=False)
 
 
 def run_dirs():
@@ -85,7 +96,7 @@ def run_dirs():
 
 
 def run_targets():
-    """The weights and test result of every run."""
+    """The weights and test result of every run (a deleted one is made again)."""
     return [
         f"{run}/{name}"
         for run in run_dirs()
@@ -98,50 +109,33 @@ def run_file(name):
     return [f"{run}/{name}" for run in run_dirs()]
 
 
-def strengths(values):
-    return ",".join(f"{v:g}" for v in values)
-
-
-def options(settings):
-    """An attack's config section as ``biofa attack`` options: the section's keys are the
-    command's option names, and a list is a comma-separated list of strengths."""
-    return " ".join(
-        f"--{key} {strengths(value) if isinstance(value, list) else value}"
-        for key, value in settings.items()
-    )
-
-
 def attack_plan():
-    """(attack, gradient) pairs the config asks for, with their command-line arguments."""
-    section = config["attacks"]
-    white = section["white_box"]
-    plan = {}
-    for attack in white["attacks"]:
-        for gradient in white["gradients"]:
-            plan[attack, gradient] = options(
-                {"eps": white["eps"], "steps": white["steps"]}
-            )
-    # each other attack has a section named after it; without strengths it is left out
-    for attack, gradient in FIXED_THREAT_MODEL.items():
-        settings = dict(section[attack])
-        if not any(isinstance(value, list) and value for value in settings.values()):
-            continue
-        if (
-            gradient == TRANSFER_GRADIENT
-        ):  # PGD examples, with the white-box attacks' steps
-            settings["steps"] = white["steps"]
-        plan[attack, gradient] = options(settings)
-    return plan
+    """(attack, gradient) pairs the config asks for: biofa's plan of the attacks section,
+    the one ``biofa attack --plan`` runs."""
+    return plan_attacks(config["attacks"])
+
+
+def attack_plan_yaml(wildcards):
+    return yaml.safe_dump({"attacks": config["attacks"]}, sort_keys=False)
+
+
+def attacked_runs():
+    """The runs of the config's attack targets."""
+    targets = config["attacks"]["targets"]
+    return [run for run in runs() if any(is_target(target, run) for target in targets)]
 
 
 def attack_csvs():
-    targets = config["attacks"]["targets"]
     return [
         ATTACK_CSV.format(**run, attack=attack, gradient=gradient)
-        for run in runs()
-        if any(is_target(target, run) for target in targets)
+        for run in attacked_runs()
         for attack, gradient in attack_plan()
     ]
+
+
+def run_attack_csvs():
+    """The CSVs one attack job writes into its run's attack folder, as biofa names them."""
+    return [f"{ATTACK_DIR}/{name}" for name in plan_files(config["attacks"])]
 
 
 def attack_section(wildcards):
@@ -155,18 +149,14 @@ def transfer_run(wildcards):
 
 
 def transfer_source(wildcards):
-    if wildcards.gradient != TRANSFER_GRADIENT:
+    """The bp run's weights, for a plan with transfer attacks."""
+    if not any(gradient == TRANSFER_GRADIENT for _, gradient in attack_plan()):
         return []
     return f"{transfer_run(wildcards)}/{RunFolder.BEST}"
 
 
-def attack_arguments(wildcards):
-    arguments = attack_plan()[wildcards.attack, wildcards.gradient]
-    if wildcards.gradient in GRADIENTS:
-        arguments += f" --gradient {wildcards.gradient}"
-    if wildcards.gradient == TRANSFER_GRADIENT:
-        arguments += f" --source {transfer_run(wildcards)}"
-    return arguments
+def source_option(wildcards, input):
+    return f"--source {os.path.dirname(input.source)}" if input.source else ""
 
 
 def figures():
@@ -175,7 +165,14 @@ def figures():
     attacked = (
         {attack for attack, gradient in attack_plan()} if attack_csvs() else set()
     )
-    return study_figures({run["method"] for run in runs()}, attacked)
+    return study_figures({run["method"] for run in runs()}, attacked, runs())
+
+
+def init_tables():
+    """The initialization table, for a study that trains a setting from several inits."""
+    if not multi_init_settings(runs()):
+        return []
+    return expand(f"{TABLES}/init_table.{{ext}}", ext=("csv", "md", "tex"))
 
 
 def figure_files():

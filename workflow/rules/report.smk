@@ -62,6 +62,30 @@ rule error_table:
         "--prefix {params.prefix} > {log} 2>&1"
 
 
+rule init_table:
+    """Top-1 error of each setting trained from several inits, by init and method."""
+    input:
+        accuracy=rules.collect_runs.output.accuracy,
+    output:
+        csv=report(
+            f"{TABLES}/init_table.csv",
+            caption="../report/init_table.rst",
+            category="Tables",
+        ),
+        md=f"{TABLES}/init_table.md",
+        tex=f"{TABLES}/init_table.tex",
+    log:
+        f"{RESULTS}/logs/report/init_table.log",
+    localrule: True
+    conda:
+        "../envs/biofa.yaml"
+    params:
+        prefix=lambda wildcards, output: os.path.splitext(output.csv)[0],
+    shell:
+        "biofa report init-table --accuracy {input.accuracy} --prefix {params.prefix} "
+        "> {log} 2>&1"
+
+
 rule figure:
     """One figure from the collected tables, as PNG (in the report) and vector PDF."""
     input:

@@ -1,24 +1,23 @@
 rule run_config:
-    """The biofa run config of one run, checked against biofa's run schema.
-
-    Python inside snakemake itself, which imports biofa anyway (the Snakefile does), so
-    this rule needs no software environment of its own."""
+    """The biofa run config of one run, checked against biofa's run schema when the DAG is
+    built (params), so this job is a shell write and starts no Python."""
     output:
         f"{RESULTS}/configs/{RUN_FOLDER}.yaml",
     log:
         f"{RESULTS}/logs/run_config/{RUN_FOLDER}.log",
     localrule: True
+    conda:
+        "../envs/biofa.yaml"
     params:
-        config=run_config,
-    run:
-        from biofa.study.config import validate as validate_run
-        from biofa.study.io import write_yaml
-
-        write_yaml(output[0], validate_run(params.config))
+        text=run_config_yaml,
+    shell:
+        "(printf '%s' {params.text:q} > {output}.tmp && mv {output}.tmp {output}) > {log} 2>&1"
 
 
 rule train:
-    """Train one run; a rerun after an interruption resumes from the run's last checkpoint.
+    """Train one run and test its best-validation weights (one process: most of a small
+    job is starting Python and torch); a rerun after an interruption resumes from the
+    run's last checkpoint.
 
     A stop signal (SIGTERM, which SLURM sends at the time limit, on preemption and on
     scancel) makes biofa write a mid-epoch checkpoint and exit with status 75; the
@@ -31,6 +30,7 @@ rule train:
         metrics=f"{RUN}/{RunFolder.METRICS}",
         alignment=f"{RUN}/{RunFolder.ALIGNMENT}",
         status=f"{RUN}/{RunFolder.STATUS}",
+        test=f"{RUN}/{RunFolder.evaluation('test')}",
     log:
         f"{RESULTS}/logs/train/{RUN_FOLDER}.log",
     benchmark:
@@ -45,24 +45,5 @@ rule train:
     params:
         dir=run_dir,
     shell:
-        "biofa train {input.config} --out {params.dir} --restart-on-change > {log} 2>&1"
-
-
-rule evaluate:
-    """Test top-1 error of the best-validation weights."""
-    input:
-        best=rules.train.output.best,
-        status=rules.train.output.status,
-    output:
-        f"{RUN}/{RunFolder.evaluation('test')}",
-    log:
-        f"{RESULTS}/logs/evaluate/{RUN_FOLDER}.log",
-    conda:
-        "../envs/biofa.yaml"
-    resources:
-        gpu=resource(experiment_of, "gpu", 0),
-    params:
-        dir=run_dir,
-        device=config["device"],
-    shell:
-        "biofa evaluate {params.dir} --device {params.device} > {log} 2>&1"
+        "biofa train {input.config} --out {params.dir} --restart-on-change --evaluate test "
+        "> {log} 2>&1"

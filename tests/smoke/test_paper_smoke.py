@@ -1,0 +1,135 @@
+"""The smoke run of the paper's study: its whole DAG, on stand-in data, in minutes.
+
+``snakemake --cores 2 --configfile config/paper.yaml --config smoke=true`` runs every job
+that the full study has (every data set through ``biofa data`` and its real loader, every
+run of every experiment with its model at full size, every attack, table, figure and the
+report), one epoch on stand-in files in each data set's real format and a couple of
+attacked images. This test runs it in a copy of the workflow and checks that the DAG is
+the full study's, job for job, and that every output exists and holds what it should.
+``.ci/run`` runs it on its own (``pytest -m smoke``), like the cluster test.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from biofa.study import study_config
+from biofa.study.names import FIGURE_FORMATS
+
+pytestmark = pytest.mark.smoke
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The issue's budget on 2 CPU cores; the run is stopped at 1.5 times it.
+BUDGET_S = 20 * 60
+PAPER = ["--configfile", "config/paper.yaml"]
+SMOKE = [*PAPER, "--config", "smoke=true"]
+
+
+def snakemake(cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    process = subprocess.Popen(["snakemake", *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"snakemake {' '.join(args)} ran over {timeout:.0f} s:\n{output[-4000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+
+def job_counts(output: str) -> dict:
+    table = output[output.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A project holding the workflow and configs, after one smoke run: (folder, output,
+    wall seconds, the dry run's job counts of the full study)."""
+    project = tmp_path_factory.mktemp("paper-smoke")
+    for name in ("workflow", "config"):
+        shutil.copytree(ROOT / name, project / name)
+    full = snakemake(project, "-n", *PAPER, timeout=600)
+    assert full.returncode == 0, full.stdout[-4000:]
+    start = time.perf_counter()
+    run = snakemake(project, "--cores", "2", *SMOKE, timeout=1.5 * BUDGET_S)
+    seconds = time.perf_counter() - start
+    assert run.returncode == 0, run.stdout[-6000:]
+    return project, run.stdout, seconds, job_counts(full.stdout)
+
+
+def study(project: Path) -> dict:
+    raw = yaml.safe_load((project / "config" / "paper.yaml").read_text())
+    return study_config.validate_study({**raw, "smoke": True})
+
+
+def test_the_smoke_run_is_the_full_study_job_for_job(smoke):
+    project, output, seconds, full_jobs = smoke
+    assert job_counts(output) == full_jobs
+    print(f"smoke run of the paper's study: {seconds:.0f} s, {sum(full_jobs.values())} jobs")
+    assert seconds <= BUDGET_S
+
+
+def test_every_data_set_was_written_in_its_real_format_and_marked(smoke):
+    project = smoke[0]
+    config = study(project)
+    root = project / config["data_root"]
+    assert root == project / "data" / "stand-in"
+    datasets = {e["dataset"] for e in config["experiments"]}
+    assert datasets == {"mnist", "fashion_mnist", "cifar10", "imagenet"}
+    for name in datasets:
+        assert (root / name / "READY").exists(), name
+    files = {p.name for p in root.rglob("*") if p.is_file()}
+    assert "train-images-idx3-ubyte" in files or "train-images-idx3-ubyte.gz" in files
+    assert {"data_batch_1", "data_batch_5", "test_batch", "batches.meta"} <= files
+    assert any(p.suffix.lower() in (".jpeg", ".jpg") for p in (root / "imagenet").rglob("*"))
+    assert not (project / "data" / "cifar10").exists()  # nothing beside the stand-in
+
+
+def test_every_run_trained_and_was_evaluated(smoke):
+    project = smoke[0]
+    config = study(project)
+    accuracy = pd.read_csv(project / config["results"] / "tables" / "accuracy.csv")
+    runs = study_config.runs(config)
+    assert len(accuracy) == len(runs) == 119
+    assert set(accuracy["status"]) == {"complete"}
+    assert (accuracy["epochs_done"] == 1).all()
+    assert accuracy["top1_error"].between(0, 1).all()
+    by_init = accuracy.groupby("init").size().to_dict()
+    assert by_init == {"xavier": 63, "default": 28, "kaiming": 28}
+    assert set(accuracy["model"]) == {"lenet_mnist", "lenet_cifar", "resnet20", "resnet56",
+                                      "resnet18"}
+
+
+def test_every_attack_table_figure_and_the_report_exist(smoke):
+    project = smoke[0]
+    config = study(project)
+    results = project / config["results"]
+    robustness = pd.read_csv(results / "tables" / "robustness.csv")
+    assert set(robustness["method"]) == set(config["experiments"][0]["methods"])
+    assert set(robustness["attack"]) == {"fgsm", "pgd", "tpgd", "apgd", "square", "onepixel",
+                                         "transfer"}
+    square = robustness[robustness["attack"] == "square"]
+    assert square.groupby("method")["eps"].nunique().eq(30).all()
+    assert (robustness["n_images"] == study_config.SMOKE_IMAGES).all()
+    figures = sorted((results / "figures").glob("*.png"))
+    assert figures, "no figure"
+    for png in figures:
+        for ext in FIGURE_FORMATS:
+            assert png.with_suffix(f".{ext}").stat().st_size > 0
+    for table in ("error_table.md", "error_table.tex", "error_table.csv"):
+        assert (results / "tables" / table).exists()
+    report = results / "report.html"
+    made = snakemake(project, *SMOKE, "--report", str(report), timeout=600)
+    assert made.returncode == 0, made.stdout[-4000:]
+    text = report.read_text(errors="replace")
+    for png in figures:
+        assert png.name in text
