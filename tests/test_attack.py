@@ -173,3 +173,155 @@ def test_bad_attack_options_are_one_named_error_and_write_nothing(runs, tmp_path
     assert len(err) == 1 and err[0].startswith("biofa attack: error: "), err
     assert message in err[0]
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- a study's plan
+
+CONFIG = EXAMPLE.parents[1]
+
+
+def _section(name):
+    return yaml.safe_load((CONFIG / name).read_text())["attacks"]
+
+
+def test_the_plan_of_the_quick_study():
+    """config/config.yaml: its white-box attacks through both gradients, Square, and transfer
+    with the white-box steps; an attack whose strengths are empty (onepixel there) is left out."""
+    from biofa.study.attack import plan, plan_files
+
+    section = _section("config.yaml")
+    white = section["white_box"]
+    expected = {(attack, gradient): {"eps": white["eps"], "steps": white["steps"]}
+                for attack in white["attacks"] for gradient in white["gradients"]}
+    if section["square"]["eps"]:
+        expected["square", "none"] = {"eps": section["square"]["eps"],
+                                      "queries": section["square"]["queries"]}
+    if section["onepixel"]["pixels"]:
+        expected["onepixel", "none"] = {"pixels": section["onepixel"]["pixels"]}
+    if section["transfer"]["eps"]:
+        expected["transfer", "transfer"] = {"eps": section["transfer"]["eps"], "steps": white["steps"]}
+    assert plan(section) == expected and list(plan(section)) == list(expected)
+    assert ("pgd", "true") in expected and len(expected) >= 3  # the file still plans attacks
+    assert plan_files(section) == [f"{a}-{g}.csv" for a, g in expected]
+
+
+def test_the_plan_of_the_paper_study():
+    from biofa.study.attack import plan, plan_files
+    from biofa.study.names import FIXED_THREAT_MODEL, GRADIENTS, WHITE_BOX
+
+    section = _section("paper.yaml")
+    planned = plan(section)
+    white = section["white_box"]
+    assert list(planned) == ([(a, g) for a in white["attacks"] for g in white["gradients"]]
+                             + list(FIXED_THREAT_MODEL.items()))
+    assert set(white["attacks"]) == set(WHITE_BOX) and tuple(white["gradients"]) == GRADIENTS
+    for attack in WHITE_BOX:
+        assert planned[attack, "true"] == {"eps": white["eps"], "steps": white["steps"]}
+    assert planned["square", "none"] == section["square"]
+    assert planned["onepixel", "none"] == {"pixels": [1, 2, 3, 4, 5]}
+    assert planned["transfer", "transfer"] == {**section["transfer"], "steps": white["steps"]}
+    assert plan_files(section) == [f"{a}-{g}.csv" for a, g in planned]
+
+
+def test_the_plan_fills_defaults_and_leaves_out_attacks_without_strengths():
+    from biofa.study.attack import plan as planned
+    from biofa.study.cli import validate_attacks
+
+    def plan(section):
+        return planned(validate_attacks(section))
+
+    section = {"white_box": {"attacks": ["fgsm"], "eps": [0.1], "steps": 3},
+               "square": {"eps": [0.1]}, "onepixel": {"pixels": []}, "transfer": {"eps": []}}
+    assert plan(section) == {("fgsm", "feedback"): {"eps": [0.1], "steps": 3},
+                             ("fgsm", "true"): {"eps": [0.1], "steps": 3},
+                             ("square", "none"): {"eps": [0.1], "queries": 50}}
+    assert plan({}) == {}
+    assert plan({"white_box": {"attacks": ["pgd"], "gradients": [], "eps": [0.1]}}) == {}
+    assert section["square"] == {"eps": [0.1]}  # the caller's section is not changed
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"white_box": {"attacks": ["pgd"], "epss": [0.1]}},
+     "unknown config key 'attacks.white_box.epss'; allowed keys under 'attacks.white_box': "
+     "attacks, gradients, eps, steps"),
+    ({"white_box": {"attacks": ["cw"], "eps": [0.1]}},
+     "config key 'attacks.white_box.attacks[0]': got \"cw\"; allowed: one of fgsm, pgd, tpgd, apgd"),
+    ({"square": {"eps": [0.1], "queries": 0}},
+     "config key 'attacks.square.queries': got 0; allowed: an integer >= 1"),
+    ({"transfer": {"eps": [2]}}, "config key 'attacks.transfer.eps[0]': got 2"),
+    ({"white_box": {"attacks": ["pgd"]}}, "config key 'attacks.white_box.eps' is missing"),
+    ([1, 2], "an attacks section is a mapping"),
+])
+def test_a_bad_plan_is_one_named_error(runs, tmp_path, capsys, section, message):
+    from biofa.errors import ConfigError
+    from biofa.study.cli import validate_attacks
+
+    with pytest.raises(ConfigError, match="^" + __import__("re").escape(message)):
+        validate_attacks(section)
+    path = tmp_path / "attacks.yaml"
+    path.write_text(yaml.safe_dump(section))
+    out = tmp_path / "out"
+    assert main(["attack", str(runs / "bp"), "--plan", str(path), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"biofa attack: error: {path}"), err
+    assert message in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--plan", "{plan}", "--out-dir", "{out}"], "--source BP_RUN_DIR"),
+    (["--plan", "{plan}", "--out-dir", "{out}", "--source", "{bp}", "--eps", "0.1"],
+     "--plan takes each attack's options from ATTACKS.yaml; drop --eps"),
+    (["--plan", "{plan}", "--source", "{bp}"], "give --out-dir DIR"),
+    (["--plan", "{plan}", "--attack", "pgd", "--out-dir", "{out}"], "not both"),
+    (["--out", "{out}"], "not neither"),
+    (["--plan", "{missing}", "--out-dir", "{out}"], "does not exist; give a YAML file holding a "
+                                                    "study's attacks: section"),
+    (["--attack", "pgd", "--eps", "0.1", "--out-dir", "{out}"], "give --out FILE.csv"),
+    (["--plan", "{plan}", "--out-dir", "{out}", "--source", "{bp}", "--n", "361"],
+     "--n 361 is more than the 360 test images"),
+])
+def test_bad_plan_options_are_one_named_error(runs, tmp_path, capsys, arguments, message):
+    path = tmp_path / "attacks.yaml"
+    path.write_text(yaml.safe_dump({"white_box": {"attacks": ["fgsm"], "eps": [0.1]},
+                                    "transfer": {"eps": [0.1]}}))
+    names = {"{plan}": path, "{out}": tmp_path / "out", "{bp}": runs / "bp",
+             "{missing}": tmp_path / "missing.yaml"}
+    arguments = [str(names.get(a, a)) for a in arguments]
+    assert main(["attack", str(runs / "fa"), *arguments]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_writes_what_each_single_attack_writes(runs, tmp_path, capsys):
+    """One process, the model loaded once: the same bytes as one command per attack."""
+    from biofa.study.attack import plan
+    from biofa.study.cli import validate_attacks
+
+    section = {"n_images": 12, "batch_size": 6, "seed": 3,
+               "white_box": {"attacks": ["pgd", "apgd"], "eps": [0, 0.1], "steps": 3},
+               "square": {"eps": [0, 0.2], "queries": 20}, "onepixel": {"pixels": [0, 1]},
+               "transfer": {"eps": [0, 0.1]}}
+    path = tmp_path / "attacks.yaml"
+    path.write_text(yaml.safe_dump({"attacks": section}))  # a study's section, under its key
+    out = tmp_path / "plan"
+    assert main(["attack", str(runs / "fa"), "--plan", str(path), "--out-dir", str(out),
+                 "--source", str(runs / "bp"), "--batch-size", "4"]) == 0
+    planned = plan(validate_attacks(section))
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{a}-{g}.csv" for a, g in planned)
+    assert capsys.readouterr().out.split() == [str(out / f"{a}-{g}.csv") for a, g in planned]
+    for (attack, gradient), options in planned.items():  # as the workflow called each one
+        single = tmp_path / f"single-{attack}-{gradient}.csv"
+        arguments = [f"--{key} {','.join(map(str, value)) if isinstance(value, list) else value}"
+                     for key, value in options.items()]
+        if gradient in ("feedback", "true"):
+            arguments.append(f"--gradient {gradient}")
+        if attack == "transfer":
+            arguments.append(f"--source {runs / 'bp'}")
+        assert main(["attack", str(runs / "fa"), "--attack", attack,
+                     *" ".join(arguments).split(), "--n", "12", "--batch-size", "4",
+                     "--seed", "3", "--out", str(single)]) == 0
+        assert (out / f"{attack}-{gradient}.csv").read_bytes() == single.read_bytes(), attack
+    frame = pd.read_csv(out / "transfer-transfer.csv")
+    assert frame["source"].tolist() == [str(runs / "bp")] * 2 and (frame["n_images"] == 12).all()
+    assert pd.read_csv(out / "pgd-true.csv", dtype=str)["gradient"].tolist() == ["true", "true"]

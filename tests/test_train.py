@@ -205,3 +205,60 @@ def test_jobs_on_a_several_gpu_machine_each_claim_their_own_gpu(tmp_path, monkey
     train_module._CLAIMED.clear()
     assert train_module.claim_gpu(str(tmp_path)) == 0  # released with the process's files
     train_module._CLAIMED.pop().close()
+
+
+def test_train_evaluate_writes_what_biofa_evaluate_writes(tmp_path, capsys):
+    """``--evaluate test``: the test result of the best checkpoint, in the training process."""
+    out = tmp_path / "run"
+    command = ["train", str(EXAMPLE), "--out", str(out), "--set", "epochs=1",
+               "--set", "schedule.milestones=[1]", "--evaluate", "test"]
+    assert main(command) == 0
+    assert "test top-1 error" in capsys.readouterr().out
+    written = (out / "test.json").read_bytes()
+    assert json.loads(written)["status"] == "complete" and json.loads(written)["split"] == "test"
+    assert main(["evaluate", str(out), "--split", "test"]) == 0
+    assert (out / "test.json").read_bytes() == written  # biofa evaluate writes the same file
+
+    (out / "test.json").unlink()  # a finished run resumed: writes it only if it is missing
+    assert main(command) == 0 and (out / "test.json").read_bytes() == written
+    kept = json.dumps({**json.loads(written), "top1_error": 0.5})
+    (out / "test.json").write_text(kept)
+    assert main(command) == 0 and (out / "test.json").read_text() == kept
+    assert not (out / "val.json").exists()
+    assert main([*command, "--evaluate", "val"]) == 0
+    assert json.loads((out / "val.json").read_text())["split"] == "val"
+
+
+def test_train_evaluate_names_the_splits(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", str(EXAMPLE), "--out", str(tmp_path / "r"), "--evaluate", "tset"])
+    assert "invalid choice: 'tset'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("rows, columns", [
+    ([], None), ([], ["a", "b"]),
+    ([{"a": 1, "b": None}, {"a": 2.5, "b": "x"}, {"a": None, "c": True}], None),
+    ([{"a": True, "b": 1, "c": 1}, {"a": False, "b": 2, "c": float("nan")}], ["c", "b", "a", "d"]),
+    ([{"a": 1e16, "b": float("inf"), "c": 'x,"y', "d": float("nan"), "e": 1e-05, "f": 0.1 + 0.2,
+       "g": -0.0, "h": 1, "i": "1"}, {"a": 3, "b": -1.5, "c": 2, "d": None, "e": True,
+                                       "f": 7, "g": 2 ** 40, "h": 2.0, "i": 1}], None),
+])
+def test_training_csvs_are_what_pandas_writes(rows, columns):
+    from biofa.study.train import csv_text
+
+    assert csv_text(rows, columns) == pd.DataFrame(rows, columns=columns).to_csv(index=False)
+
+
+@pytest.mark.parametrize("method", ["bp", "dfa"])
+def test_a_runs_csvs_are_what_pandas_writes(tmp_path, method):
+    """metrics.csv and alignment.csv of a trained run (DFA: no weight-shaped feedback)."""
+    from biofa.study.run import RunFolder
+    from biofa.study.train import METRICS_COLUMNS
+
+    out = tmp_path / "run"
+    assert main(["train", str(EXAMPLE), "--out", str(out), "--set", f"method={method}",
+                 "--set", "epochs=2", "--set", "schedule.milestones=[1]"]) == 0
+    state = RunFolder(out).load_checkpoint(RunFolder.LAST)
+    assert (out / "metrics.csv").read_text() == pd.DataFrame(
+        state["history"], columns=METRICS_COLUMNS).to_csv(index=False)
+    assert (out / "alignment.csv").read_text() == pd.DataFrame(state["alignment"]).to_csv(index=False)

@@ -20,24 +20,21 @@ image itself.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
-
 from . import io
-from .names import (ATTACK_COLUMNS, ATTACKS, GRADIENTS, ONEPIXEL_POPSIZE, ONEPIXEL_STEPS,
-                    PAPER_SQUARE_QUERIES, WHITE_BOX)
-from .data import load
+from .names import (ATTACK_COLUMNS, ATTACKS, FIXED_THREAT_MODEL, GRADIENTS, ONEPIXEL_POPSIZE,
+                    ONEPIXEL_STEPS, PAPER_SQUARE_QUERIES, TRANSFER_GRADIENT, WHITE_BOX, run_keys)
 from .run import RunFolder
-from ..layers import true_gradient
 from ..errors import UsageError
+
+# torch, numpy, pandas, tqdm and the data sets are imported by the functions that attack,
+# so that the plan (:func:`plan`, :func:`plan_files`) and the study schema, which reads
+# this module's names, cost no more than :mod:`biofa.study.names`.
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -98,74 +95,210 @@ def check(attack: str, strengths: list[float], source, **counts: int) -> None:
                          "--source BP_RUN_DIR")
 
 
-@torch.no_grad()
 def _predict(model, x):
-    return model(x).argmax(dim=1)
+    import torch
+
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def _check_gradients(gradients) -> None:
+    bad = sorted(set(gradients) - set(GRADIENTS))
+    if bad:
+        raise UsageError(f"unknown gradient(s) {bad}; valid: {', '.join(GRADIENTS)}")
+
+
+def _check_source(run_dir, source) -> None:
+    """transfer: the source run has the target's data set and model (read before any weights)."""
+    target, crafted_on = RunFolder(run_dir).read_config(), RunFolder(source).read_config()
+    for key in ("dataset", "model"):
+        if crafted_on[key] != target[key]:
+            raise UsageError(f"transfer: the source run {source} has {key} "
+                             f"{crafted_on[key]!r}, the target {target[key]!r}; craft the "
+                             f"examples on a bp run of the same {key}")
+
+
+class _Target:
+    """A run's best model and its test images, loaded once for any number of attacks;
+    with ``source``, also the model transfer attacks craft their examples on."""
+
+    def __init__(self, run_dir, source=None, device: str = "auto"):
+        from .data import load
+
+        self.model, self.config, _ = RunFolder(run_dir).load_model(device=device)
+        self.device = next(self.model.parameters()).device
+        self.source = source
+        self.crafter = RunFolder(source).load_model(device=device)[0] if source is not None else None
+        self.test = load(self.config["dataset"], self.config["data_root"], "test")
+
+    def batches(self, n: int, batch_size: int):
+        from torch.utils.data import DataLoader, Subset
+
+        if n > len(self.test):
+            raise UsageError(f"--n {n} is more than the {len(self.test)} test images of "
+                             f"{self.config['dataset']}; give --n {len(self.test)} or fewer")
+        return DataLoader(Subset(self.test, range(n)), batch_size=batch_size, shuffle=False)
+
+    def attack(self, attack: str, strengths: list[float], *, n: int, gradients, steps: int,
+               queries: int, batch_size: int, seed: int, source=None):
+        """One row per (threat model, strength), as :func:`attack_run` returns them
+        (``source``: the column of that name)."""
+        import numpy as np
+        import pandas as pd
+        import torch
+        from tqdm import tqdm
+
+        from ..layers import true_gradient
+
+        model, config = self.model, self.config
+        crafter = self.crafter if attack == "transfer" else model
+        batches = self.batches(n, batch_size)
+        if attack in WHITE_BOX:
+            threat_models = list(gradients)
+        else:
+            threat_models = [FIXED_THREAT_MODEL[attack]]
+
+        rows = []
+        for gradient in threat_models:
+            for strength in strengths:
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                clean_hits = robust_hits = 0
+                desc = f"{attack} {gradient} {strength:g}"
+                for x, y in tqdm(batches, desc=desc, leave=False, disable=not sys.stderr.isatty()):
+                    x, y = x.to(self.device), y.to(self.device)
+                    clean = _predict(model, x) == y
+                    if strength == 0:
+                        adversarial = x
+                    else:
+                        atk = make_attack(attack, crafter, strength, steps=steps, queries=queries,
+                                          seed=seed, batch_size=batch_size)
+                        with true_gradient(crafter) if gradient == "true" else nullcontext():
+                            adversarial = atk(x, y)
+                    robust = clean & (_predict(model, adversarial) == y)
+                    clean_hits += int(clean.sum())
+                    robust_hits += int(robust.sum())
+                low, high = wilson(robust_hits, n)
+                rows.append({
+                    **run_keys(config), "attack": attack, "gradient": gradient,
+                    "eps": strength if attack != "onepixel" else math.nan,
+                    "pixels": int(strength) if attack == "onepixel" else math.nan,
+                    "queries": queries if attack == "square" else math.nan,
+                    "steps": steps if attack in ("pgd", "tpgd", "apgd", "transfer") else math.nan,
+                    "n_images": n, "clean_acc": clean_hits / n, "robust_acc": robust_hits / n,
+                    "ci_low": low, "ci_high": high, "source": str(source) if source else ""})
+        return pd.DataFrame(rows, columns=ATTACK_COLUMNS)
 
 
 def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: int = 500,
                gradients: tuple[str, ...] = GRADIENTS, source: str | Path | None = None,
                steps: int = 10, queries: int = PAPER_SQUARE_QUERIES, batch_size: int = 128,
-               seed: int = 0, device: str = "auto") -> pd.DataFrame:
-    """Clean and robust accuracy of ``run_dir``'s best model, one row per (gradient, strength)."""
+               seed: int = 0, device: str = "auto"):
+    """Clean and robust accuracy of ``run_dir``'s best model, one row per (gradient, strength)
+    (a pandas DataFrame with the columns :data:`~biofa.study.names.ATTACK_COLUMNS`)."""
     check(attack, strengths, source, n=n, steps=steps, queries=queries, batch_size=batch_size)
-    bad = sorted(set(gradients) - set(GRADIENTS))
-    if bad:
-        raise UsageError(f"unknown gradient(s) {bad}; valid: {', '.join(GRADIENTS)}")
+    _check_gradients(gradients)
     if attack == "transfer":  # compare the two runs before loading either's weights
-        target, crafted_on = RunFolder(run_dir).read_config(), RunFolder(source).read_config()
-        for key in ("dataset", "model"):
-            if crafted_on[key] != target[key]:
-                raise UsageError(f"transfer: the source run {source} has {key} "
-                                 f"{crafted_on[key]!r}, the target {target[key]!r}; craft the "
-                                 f"examples on a bp run of the same {key}")
-    model, config, _ = RunFolder(run_dir).load_model(device=device)
-    device_ = next(model.parameters()).device
-    crafter = RunFolder(source).load_model(device=device)[0] if attack == "transfer" else model
-    test = load(config["dataset"], config["data_root"], "test")
-    if n > len(test):
-        raise UsageError(f"--n {n} is more than the {len(test)} test images of {config['dataset']}; "
-                         f"give --n {len(test)} or fewer")
-    batches = DataLoader(Subset(test, range(n)), batch_size=batch_size, shuffle=False)
-    if attack in WHITE_BOX:
-        threat_models = list(gradients)
-    else:
-        threat_models = ["transfer" if attack == "transfer" else "none"]
-
-    rows = []
-    for gradient in threat_models:
-        for strength in strengths:
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            clean_hits = robust_hits = 0
-            desc = f"{attack} {gradient} {strength:g}"
-            for x, y in tqdm(batches, desc=desc, leave=False, disable=not sys.stderr.isatty()):
-                x, y = x.to(device_), y.to(device_)
-                clean = _predict(model, x) == y
-                if strength == 0:
-                    adversarial = x
-                else:
-                    atk = make_attack(attack, crafter, strength, steps=steps, queries=queries,
-                                      seed=seed, batch_size=batch_size)
-                    with true_gradient(crafter) if gradient == "true" else nullcontext():
-                        adversarial = atk(x, y)
-                robust = clean & (_predict(model, adversarial) == y)
-                clean_hits += int(clean.sum())
-                robust_hits += int(robust.sum())
-            low, high = wilson(robust_hits, n)
-            rows.append({
-                "method": config["method"], "model": config["model"], "dataset": config["dataset"],
-                "optimizer": config["optimizer"]["name"], "seed": config["seed"], "attack": attack, "gradient": gradient,
-                "eps": strength if attack != "onepixel" else math.nan,
-                "pixels": int(strength) if attack == "onepixel" else math.nan,
-                "queries": queries if attack == "square" else math.nan,
-                "steps": steps if attack in ("pgd", "tpgd", "apgd", "transfer") else math.nan,
-                "n_images": n, "clean_acc": clean_hits / n, "robust_acc": robust_hits / n,
-                "ci_low": low, "ci_high": high, "source": str(source) if source else ""})
-    return pd.DataFrame(rows, columns=ATTACK_COLUMNS)
+        _check_source(run_dir, source)
+    target = _Target(run_dir, source if attack == "transfer" else None, device)
+    return target.attack(attack, strengths, n=n, gradients=gradients, steps=steps,
+                         queries=queries, batch_size=batch_size, seed=seed, source=source)
 
 
-def attack_to_csv(out: str | Path, *args, **kwargs) -> pd.DataFrame:
+def attack_to_csv(out: str | Path, *args, **kwargs):
     frame = attack_run(*args, **kwargs)
     io.write_csv(out, frame)
     return frame
+
+
+# ----------------------------------------------------------------------------- a study's plan
+#
+# A study config's ``attacks:`` section (biofa.study.study_config) names the attacks each
+# target run undergoes. :func:`plan` is the one reading of it: the workflow declares its
+# outputs from :func:`plan_files`, and ``biofa attack DIR --plan`` runs :func:`run_plan`.
+# (Validating a section is the study config's business: this module imports nothing of
+# biofa.study.study_config, whose schema reads this module's names.)
+
+
+def plan(section: dict) -> dict[tuple[str, str], dict]:
+    """(attack, gradient) -> that attack's options, for a study's ``attacks:`` section.
+
+    The options are the section's keys, which are also ``biofa attack``'s option names:
+    ``eps`` (a list), ``steps``, ``queries``, ``pixels`` (a list). Every white-box attack
+    runs under every white-box gradient with ``white_box.eps`` and ``white_box.steps``;
+    each other attack (:data:`~biofa.study.names.FIXED_THREAT_MODEL`) takes its own
+    section's options and is left out when it has no strengths; transfer crafts PGD
+    examples with the white-box steps, on the bp run of the target (``--source``, which
+    the plan cannot know).
+
+    ``section`` is a validated one, its defaults filled: a study config's after
+    :func:`biofa.study.study_config.validate_study`, or what ``biofa attack --plan`` reads
+    (:func:`biofa.study.cli.read_attacks`).
+    """
+    white = section["white_box"]
+    planned: dict[tuple[str, str], dict] = {}
+    for attack in white["attacks"]:
+        for gradient in white["gradients"]:
+            planned[attack, gradient] = {"eps": list(white["eps"]), "steps": white["steps"]}
+    # each other attack has a section named after it; without strengths it is left out
+    for attack, gradient in FIXED_THREAT_MODEL.items():
+        settings = copy.deepcopy(section[attack])
+        if not any(isinstance(value, list) and value for value in settings.values()):
+            continue
+        if gradient == TRANSFER_GRADIENT:  # PGD examples, with the white-box attacks' steps
+            settings["steps"] = white["steps"]
+        planned[attack, gradient] = settings
+    return planned
+
+
+def plan_file(attack: str, gradient: str) -> str:
+    """The CSV of one planned attack, in ``biofa attack --plan``'s output folder."""
+    return f"{attack}-{gradient}.csv"
+
+
+def plan_files(section: dict) -> list[str]:
+    """The file names ``biofa attack DIR --plan`` writes for ``section``, in plan order."""
+    return [plan_file(attack, gradient) for attack, gradient in plan(section)]
+
+
+def run_plan(run_dir: str | Path, section: dict, out_dir: str | Path, *,
+             source: str | Path | None = None, n: int | None = None,
+             batch_size: int | None = None, seed: int | None = None,
+             device: str = "auto") -> list[Path]:
+    """Every attack :func:`plan` gives for ``section``, on ``run_dir``'s best model loaded once.
+
+    Writes ``out_dir/{attack}-{gradient}.csv`` for each (atomically, each as soon as it
+    is done), the same file ``biofa attack DIR --attack A --gradient G`` with the same
+    options writes. ``section`` is validated, as for :func:`plan`; ``n``, ``batch_size``
+    and ``seed`` default to its ``n_images``, ``batch_size`` and ``seed``. Everything is
+    checked before anything loads. Returns the paths written.
+    """
+    planned = plan(section)
+    n = section["n_images"] if n is None else n
+    batch_size = section["batch_size"] if batch_size is None else batch_size
+    seed = section["seed"] if seed is None else seed
+    jobs = []
+    for (attack, gradient), options in planned.items():
+        strengths = options.get("pixels" if attack == "onepixel" else "eps", [])
+        kwargs = {"steps": options.get("steps", 10),
+                  "queries": options.get("queries", PAPER_SQUARE_QUERIES)}
+        if attack == "transfer" and source is None:
+            raise UsageError("the plan has transfer attacks (attacks.transfer.eps): give the "
+                             "backpropagation run to craft the examples on, --source BP_RUN_DIR")
+        check(attack, strengths, source, n=n, batch_size=batch_size, **kwargs)
+        jobs.append((attack, gradient, strengths, kwargs))
+    transfer = any(attack == "transfer" for attack, *_ in jobs)
+    if transfer:
+        _check_source(run_dir, source)
+    target = _Target(run_dir, source if transfer else None, device)
+    target.batches(n, batch_size)  # too many images: refused before the first attack
+    written = []
+    for attack, gradient, strengths, kwargs in jobs:
+        gradients = (gradient,) if attack in WHITE_BOX else GRADIENTS
+        frame = target.attack(attack, strengths, n=n, gradients=gradients,
+                              batch_size=batch_size, seed=seed,
+                              source=source if attack == "transfer" else None, **kwargs)
+        path = Path(out_dir) / plan_file(attack, gradient)
+        io.write_csv(path, frame)
+        written.append(path)
+    return written

@@ -82,20 +82,29 @@ def cmd_train(args) -> int:
 
     try:
         status = train(validate(raw), args.out, restart_on_change=args.restart_on_change,
-                       restart=args.restart)
+                       restart=args.restart, evaluate=tuple(args.evaluate))
     except Stopped as stopped:
         print(f"biofa train: {stopped}", file=sys.stderr)
         return stopped.exit_status
     print(f"{args.out}: {status['status']} at epoch {status['epoch']}")
+    if args.evaluate:
+        from .io import read_json
+        from .run import RunFolder
+
+        for split in dict.fromkeys(args.evaluate):
+            _print_evaluation(args.out, read_json(Path(args.out) / RunFolder.evaluation(split)))
     return 0
+
+
+def _print_evaluation(run_dir, report: dict) -> None:
+    print(f"{run_dir}: {report['split']} top-1 error {report['top1_error']:.2%} "
+          f"on {report['n_images']} images")
 
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
-    report = evaluate(args.run_dir, split=args.split, device=args.device)
-    print(f"{args.run_dir}: {report['split']} top-1 error {report['top1_error']:.2%} "
-          f"on {report['n_images']} images")
+    _print_evaluation(args.run_dir, evaluate(args.run_dir, split=args.split, device=args.device))
     return 0
 
 
@@ -106,9 +115,25 @@ def _numbers(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def cmd_attack(args) -> int:
-    from .attack import attack_to_csv
+_SINGLE_DEFAULTS = {"n": 500, "batch_size": 128, "seed": 0, "gradient": "feedback,true",
+                    "steps": 10}
 
+
+def cmd_attack(args) -> int:
+    if (args.attack is None) == (args.plan is None):
+        raise UsageError("give --attack NAME (one attack, into --out CSV) or --plan ATTACKS.yaml "
+                         "(a study's attacks: section, into --out-dir DIR), not "
+                         f"{'both' if args.plan else 'neither'}")
+    if args.plan is not None:
+        return _attack_plan(args)
+    if args.out is None or args.out_dir is not None:
+        raise UsageError("--attack writes one CSV: give --out FILE.csv (--out-dir is for --plan)")
+    from .attack import attack_to_csv
+    from .names import PAPER_SQUARE_QUERIES
+
+    for key, value in {**_SINGLE_DEFAULTS, "queries": PAPER_SQUARE_QUERIES}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     strengths = args.pixels if args.attack == "onepixel" else args.eps
     frame = attack_to_csv(args.out, args.run_dir, args.attack, strengths or [], n=args.n,
                           gradients=tuple(args.gradient.split(",")), source=args.source,
@@ -116,6 +141,89 @@ def cmd_attack(args) -> int:
                           seed=args.seed, device=args.device)
     print(frame[["attack", "gradient", "eps", "pixels", "clean_acc", "robust_acc"]]
           .to_string(index=False))
+    return 0
+
+
+def validate_attacks(section) -> dict:
+    """A study's ``attacks:`` section with its defaults filled in, or ``ConfigError`` naming
+    the first bad key in one line, as :func:`biofa.study.study_config.validate_study` does
+    (``config key 'attacks.square.queries': got 0; allowed: an integer >= 1``).
+
+    Checks the study schema's ``attacks`` part and that white-box attacks have strengths;
+    the checks that need the study's experiments (targets trained, a bp run for each
+    transfer target) are ``validate_study``'s.
+    """
+    import copy
+
+    import jsonschema
+
+    from ..errors import ConfigError
+    from .study_config import _explain, _fill, _first, schema
+
+    if not isinstance(section, dict):
+        raise ConfigError("an attacks section is a mapping of keys to values (a YAML "
+                          "dictionary with targets, white_box, square, onepixel, transfer)")
+    study = schema()  # the attacks part, under its key, so errors name 'attacks.KEY'
+    validator = jsonschema.Draft202012Validator({
+        "$schema": study["$schema"], "type": "object", "additionalProperties": False,
+        "properties": {"attacks": study["properties"]["attacks"]}, "required": ["attacks"],
+        "definitions": study["definitions"]})
+    wrapped = {"attacks": copy.deepcopy(section)}
+    errors = list(validator.iter_errors(wrapped))
+    if errors:
+        raise ConfigError(_explain(_first(errors), validator))
+    _fill(validator.schema, wrapped, validator.schema)
+    white = wrapped["attacks"]["white_box"]
+    if white["attacks"] and white["gradients"] and not white.get("eps"):
+        raise ConfigError("config key 'attacks.white_box.eps' is missing; white-box attacks "
+                          "need their strengths (allowed: a list of numbers from 0 to 1)")
+    return wrapped["attacks"]
+
+
+def read_attacks(path: str | Path) -> dict:
+    """The validated ``attacks:`` section of a YAML file holding either the section itself
+    or a mapping with the one key ``attacks`` (:func:`validate_attacks`)."""
+    from ..errors import ConfigError
+    from .config import _yaml_problem
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"attacks file {str(path)!r} does not exist"
+                          + (" as a file" if path.exists() else "")
+                          + "; give a YAML file holding a study's attacks: section")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"attacks file {str(path)!r} is not text: byte {error.start} "
+                          "cannot be decoded") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"attacks file {str(path)!r} is not valid YAML: "
+                          f"{_yaml_problem(error)}") from None
+    raw = {} if raw is None else raw
+    if isinstance(raw, dict) and set(raw) == {"attacks"}:
+        raw = raw["attacks"]
+    try:
+        return validate_attacks(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _attack_plan(args) -> int:
+    """``biofa attack DIR --plan ATTACKS.yaml --out-dir OUT``: every attack of the plan."""
+    given = [f"--{name.replace('_', '-')}" for name in ("eps", "pixels", "gradient", "steps",
+                                                          "queries", "out")
+             if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"--plan takes each attack's options from ATTACKS.yaml; drop "
+                         f"{', '.join(given)} (or run one attack with --attack)")
+    if args.out_dir is None:
+        raise UsageError("--plan writes one CSV per attack: give --out-dir DIR")
+    from .attack import run_plan
+
+    section = read_attacks(args.plan)
+    for path in run_plan(args.run_dir, section, args.out_dir, source=args.source, n=args.n,
+                         batch_size=args.batch_size, seed=args.seed, device=args.device):
+        print(path)
     return 0
 
 
@@ -285,9 +393,14 @@ def parser() -> argparse.ArgumentParser:
                    help="if DIR holds a run of another config, start afresh instead of refusing")
     p.add_argument("--restart", action="store_true",
                    help="discard what DIR holds (e.g. a corrupted last.pt) and train afresh")
-    p.set_defaults(run=cmd_train)
-
     from .run import RunFolder
+
+    p.add_argument("--evaluate", action="append", default=[], choices=RunFolder.EVALUATIONS,
+                   metavar="SPLIT",
+                   help="then evaluate the best checkpoint on SPLIT (test or val) into "
+                        "DIR/SPLIT.json, as biofa evaluate does, in the same process; a "
+                        "finished run writes it only if missing (repeatable)")
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="test error of a run's best checkpoint")
     p.add_argument("run_dir", metavar="DIR")
@@ -296,21 +409,30 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_evaluate)
 
     from .names import ATTACKS, PAPER_SQUARE_QUERIES
-    p = sub.add_parser("attack", help="adversarial robustness of a run's best checkpoint")
+    p = sub.add_parser("attack", help="adversarial robustness of a run's best checkpoint",
+                       description="One attack (--attack NAME --out FILE.csv), or every attack "
+                                   "of a study's attacks: section (--plan ATTACKS.yaml --out-dir "
+                                   "DIR, one DIR/ATTACK-GRADIENT.csv each, the model loaded once).")
     p.add_argument("run_dir", metavar="DIR")
-    p.add_argument("--attack", required=True, choices=ATTACKS)
+    p.add_argument("--attack", choices=ATTACKS, help="the one attack to run (or --plan)")
+    p.add_argument("--plan", metavar="ATTACKS.yaml",
+                   help="a study's attacks: section (the section, or a mapping with the key "
+                        "attacks); runs every attack it plans")
     p.add_argument("--eps", type=_numbers, help="comma-separated budgets in [0, 1] (L-inf), e.g. 0,0.01,0.03")
     p.add_argument("--pixels", type=_numbers, help="onepixel: comma-separated pixel counts, e.g. 1,2,3,4,5")
-    p.add_argument("--n", type=int, default=500, help="first N test images (default 500, as in the paper)")
-    p.add_argument("--out", required=True, help="CSV to write (atomically)")
-    p.add_argument("--gradient", default="feedback,true",
+    p.add_argument("--n", type=int, help="first N test images (default 500, as in the paper; "
+                                         "with --plan: its n_images)")
+    p.add_argument("--out", help="--attack: the CSV to write (atomically)")
+    p.add_argument("--out-dir", metavar="DIR",
+                   help="--plan: the folder of the CSVs, each written atomically")
+    p.add_argument("--gradient",
                    help="white-box threat models: feedback, true or both (default both)")
     p.add_argument("--source", help="transfer: the backpropagation run that crafts the examples")
-    p.add_argument("--steps", type=int, default=10, help="iterations of pgd/tpgd/apgd (default 10)")
-    p.add_argument("--queries", type=int, default=PAPER_SQUARE_QUERIES,
+    p.add_argument("--steps", type=int, help="iterations of pgd/tpgd/apgd (default 10)")
+    p.add_argument("--queries", type=int,
                    help=f"square: query budget (default {PAPER_SQUARE_QUERIES}, the paper's; library default 5000)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, help="default 128; with --plan: its batch_size")
+    p.add_argument("--seed", type=int, help="default 0; with --plan: its seed")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_attack)
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +38,7 @@ from . import io
 from .data import loaders
 from .device import resolve_device
 from .evaluate import accumulate, evaluate_model, inputs, summary
+from .evaluate import evaluate as evaluate_split
 from .run import RunFolder, build_model, now
 
 
@@ -291,10 +291,50 @@ def _resume_point(out: RunFolder, config: dict, restart: bool, restart_on_change
     return state
 
 
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """``pandas.DataFrame(rows, columns).to_csv(index=False)``, byte for byte, without pandas
+    (whose import is a third of a second of every training job).
+
+    Columns are ``columns`` or the rows' keys in the order they first appear; a missing
+    key or None is an empty cell. Each column is written as pandas infers its type: all
+    booleans or all integers as they are, numbers with a gap or a float among them as
+    floats (``repr``, so ``1`` becomes ``1.0``), anything else as text.
+    """
+    import csv
+    from io import StringIO
+
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    if not columns:
+        return "\n"
+    cells = [_csv_column([row.get(column) for row in rows]) for column in columns]
+    text = StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(zip(*cells))
+    return text.getvalue()
+
+
+def _csv_column(values: list) -> list[str]:
+    def missing(value) -> bool:
+        return value is None or (isinstance(value, float) and math.isnan(value))
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not any(missing(v) for v in values):
+        if all(isinstance(v, bool) for v in values) or all(
+                isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return [str(v) for v in values]
+    if all(missing(v) or number(v) for v in values):
+        return ["" if missing(v) else repr(float(v)) for v in values]
+    return ["" if missing(v) else str(v) for v in values]
+
+
 def _write_outputs(out: RunFolder, state: dict) -> None:
     """Every output file from the checkpoint's record (so deleted outputs come back)."""
-    io.write_csv(out / out.METRICS, pd.DataFrame(state["history"], columns=METRICS_COLUMNS))
-    io.write_csv(out / out.ALIGNMENT, pd.DataFrame(state["alignment"]))
+    io.write_text(out / out.METRICS, csv_text(state["history"], METRICS_COLUMNS))
+    io.write_text(out / out.ALIGNMENT, csv_text(state["alignment"]))
     if state["best_model"] is not None and not (out / out.BEST).exists():
         io.save_torch(out / out.BEST, {"model": state["best_model"], **state["best"]})
     status = {**state["status"], "best_epoch": state["best"]["epoch"],
@@ -309,25 +349,40 @@ def _duration(seconds: float) -> str:
 
 
 def train(config: dict, out: str | Path, restart_on_change: bool = False,
-          restart: bool = False) -> dict:
+          restart: bool = False, evaluate: tuple[str, ...] = ()) -> dict:
     """Train as ``config`` says into ``out``; resumes from ``out/last.pt``. Returns the status.
 
     One process at a time per folder (a lock); a stop signal (:data:`STOP_SIGNALS`)
     writes a mid-epoch checkpoint and raises :class:`Stopped`, and the same call then
     continues from that step with the numbers of an uninterrupted run. ``restart``
     discards what ``out`` holds (e.g. a corrupted checkpoint) and starts afresh.
+
+    ``evaluate``: splits (of :data:`RunFolder.EVALUATIONS`) whose evaluation of the best
+    checkpoint, ``out/<split>.json``, is written once training has ended, in this process
+    and under the lock, as ``biofa evaluate DIR --split SPLIT`` writes it
+    (:func:`biofa.study.evaluate.evaluate`). A run that was already finished when called
+    writes only the evaluations that are missing.
     """
+    bad = [split for split in evaluate if split not in RunFolder.EVALUATIONS]
+    if bad:
+        raise RunError(f"cannot evaluate on {', '.join(map(repr, bad))}; the splits are "
+                       f"{', '.join(RunFolder.EVALUATIONS)}")
     out = RunFolder(out)
     with out.lock(), _stop_on_signals() as signals:
-        return _train(config, out, restart_on_change, restart, signals)
+        status, trained = _train(config, out, restart_on_change, restart, signals)
+        for split in dict.fromkeys(evaluate):
+            if trained or not (out / out.evaluation(split)).exists():
+                evaluate_split(out.path, split=split, device=config["device"])
+        return status
 
 
 def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
-           signals: list[int]) -> dict:
+           signals: list[int]) -> tuple[dict, bool]:
+    """(the status, whether this call trained: False when the run was finished already)."""
     last = _resume_point(out, config, restart, restart_on_change)
     if last is not None and last["status"]["status"] != "running":
         _write_outputs(out, last)  # finished: only restore what may have been deleted
-        return io.read_json(out / out.STATUS)
+        return io.read_json(out / out.STATUS), False
 
     set_runtime(config)
     device = resolve_device(config["device"])
@@ -429,7 +484,7 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
         record.end(f"failed: {type(error).__name__}")
         raise
     record.end(state["status"]["status"])
-    return io.read_json(out / out.STATUS)
+    return io.read_json(out / out.STATUS), True
 
 
 def _record_divergence(out: RunFolder, state: dict) -> None:
