@@ -130,7 +130,7 @@ def test_digits_mean_std_match_info(tmp_path):
 def test_prepare_digits(tmp_path):
     folder = data.prepare("digits", tmp_path)
     assert folder == tmp_path / "digits" and (folder / "READY").is_file()
-    assert _files(tmp_path) == [folder / "READY"]
+    assert _files(tmp_path) == [folder / "READY", folder / data.DIGITS_FILE]
 
 
 def _order(loader):
@@ -540,7 +540,7 @@ def test_stand_in_warns_once(tmp_path, caplog):
 
 def test_digits_stand_in_is_the_real_set(tmp_path):
     folder = data.prepare("digits", tmp_path, stand_in=True)
-    assert _files(tmp_path) == [folder / "READY"] and not data.is_stand_in("digits", tmp_path)
+    assert _files(tmp_path) == [folder / "READY", folder / data.DIGITS_FILE] and not data.is_stand_in("digits", tmp_path)
     assert len(data.load("digits", tmp_path, "train")) == 1257
 
 
@@ -640,3 +640,32 @@ def test_real_data_are_never_written_over_a_stand_in(tmp_path, capsys, no_networ
     assert main(["data", name, "--root", str(tmp_path)]) == 2
     assert "holds a stand-in" in _one_line(capsys, "data")
     assert {p: p.read_bytes() for p in _files(tmp_path)} == before
+
+
+def test_prepared_digits_are_scikit_learns_read_without_it(tmp_path):
+    """biofa data digits keeps the images as NumPy arrays: the loaders give the same tensors
+    as from scikit-learn itself, without importing sklearn.datasets, and a damaged file is
+    named with the command that writes it again."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    data.prepare("digits", tmp_path)
+    bunch = load_digits()
+    images, labels = data._read_digits(str(tmp_path))
+    assert (images == bunch.images).all() and (labels == bunch.target).all()
+    saved = data.load("digits", tmp_path, "train")
+    (tmp_path / "elsewhere" / "digits").mkdir(parents=True)  # no digits.npz there
+    from_sklearn = data.load("digits", tmp_path / "elsewhere", "train")
+    assert torch.equal(saved.tensors[0], from_sklearn.tensors[0])
+    assert torch.equal(saved.tensors[1], from_sklearn.tensors[1])
+    code = ("import sys; from biofa.study import data; data.load('digits', sys.argv[1], 'test'); "
+            "print('sklearn.datasets' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "False"
+    (tmp_path / "digits" / data.DIGITS_FILE).write_bytes(b"not a zip")
+    data._digits_tensors.cache_clear()
+    with pytest.raises(data.DatasetCorrupt, match="biofa data digits --root"):
+        data.load("digits", tmp_path, "test")

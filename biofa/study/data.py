@@ -11,7 +11,7 @@ need are in :data:`DATASETS` (``info.mean`` / ``info.std``).
 
 On-disk layout (``root`` is what ``biofa data NAME --root DIR`` gets)::
 
-    root/digits/READY                               (nothing to download)
+    root/digits/digits.npz, READY                   (scikit-learn's, nothing to download)
     root/mnist/MNIST/raw/train-images-idx3-ubyte ...
     root/fashion_mnist/FashionMNIST/raw/...
     root/cifar10/cifar-10-batches-py/...
@@ -140,19 +140,62 @@ def split_indices(n: int, n_val: int, seed: int = SEED) -> tuple[list[int], list
 # --------------------------------------------------------------------------- digits
 
 
-@functools.lru_cache(maxsize=1)
-def _digits_tensors() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+#: scikit-learn's digits as ``biofa data digits`` keeps them: the 8x8 images (0-16) and
+#: labels, read with NumPy alone; importing ``sklearn.datasets`` costs a second or more of
+#: every job's start.
+DIGITS_FILE = "digits.npz"
+DIGITS_SHAPE = (1797, 8, 8)
+
+
+def _digits_arrays():
+    """(images, labels) of scikit-learn's bundled digits."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images, bunch.target
+
+
+def _write_digits(target: Path) -> None:
+    import numpy as np
+
+    images, labels = _digits_arrays()
+    tmp = target / f".{DIGITS_FILE}.partial"
+    with open(tmp, "wb") as handle:
+        np.savez(handle, images=images.astype(np.uint8), labels=labels.astype(np.uint8))
+    os.replace(tmp, target / DIGITS_FILE)
+
+
+def _read_digits(root: str):
+    """The digits ``biofa data digits`` saved under ``root``, or scikit-learn's own."""
+    import numpy as np
+
+    path = Path(root) / "digits" / DIGITS_FILE
+    if not path.exists():
+        return _digits_arrays()
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            images, labels = saved["images"], saved["labels"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DatasetCorrupt(f"data set 'digits': {path} is unreadable ({error}); run "
+                             f"biofa data digits --root {root} to write it again") from None
+    if images.shape != DIGITS_SHAPE or labels.shape != DIGITS_SHAPE[:1] or images.max() > 16 \
+            or labels.max() > 9:
+        raise DatasetCorrupt(f"data set 'digits': {path} does not hold scikit-learn's digits; "
+                             f"run biofa data digits --root {root} to write it again")
+    return images, labels
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_tensors(root: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Precompute the three digits splits once per process (about 30 MB).
 
     The tensors are shared between calls: do not modify them in place.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8) in [0,1]
+    images, labels = _read_digits(root)
+    x = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N,1,8,8) in [0,1]
     x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     x = x.clamp_(0.0, 1.0).contiguous()
-    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    y = torch.as_tensor(labels, dtype=torch.long)
     sizes = DATASETS["digits"].splits
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SEED))
     out, start = {}, 0
@@ -684,7 +727,7 @@ def load(name: str, root: str | os.PathLike, split: str, *, augment: bool = True
     _check_folder(Path(root), name)
 
     if name == "digits":
-        return TensorDataset(*_digits_tensors()[split])
+        return TensorDataset(*_digits_tensors(root)[split])
 
     stand_in = is_stand_in(name, root)
     if stand_in:
@@ -758,8 +801,10 @@ def prepare(name: str, root: str | os.PathLike, download: bool = True, *,
                          f"mixed with one; pass another --root (or data_root in the run config) "
                          f"for the real data set, or delete the folder {target}")
 
-    if name == "digits":  # ships with scikit-learn
+    if name == "digits":  # ships with scikit-learn: kept as NumPy arrays for a fast start
         _mkdir(target)
+        if not (target / DIGITS_FILE).exists():
+            _write_digits(target)
         _write_ready(target, name)
         return target
 

@@ -8,8 +8,10 @@ one way.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where it is used: every biofa command reads this
+    import pandas as pd  # module, and most of them (train, attack) never need pandas
 
 from ..methods import PAPER_METHODS
 
@@ -170,6 +172,8 @@ def settings_of(frame: pd.DataFrame, with_optimizer: bool = True,
 def rows_of(frame: pd.DataFrame, setting: tuple) -> pd.DataFrame:
     """The rows of ``frame`` in ``setting`` (dataset, model[, optimizer[, init]]), as
     :func:`settings_of` gives it: a None key matches every row, a NaN one the empty cells."""
+    import pandas as pd
+
     mask = pd.Series(True, index=frame.index)
     for column, value in zip(["dataset", "model", "optimizer", "init"], setting):
         if value is not None:
@@ -189,6 +193,8 @@ def multi_init_settings(runs) -> list[tuple]:
     """The (dataset, model, optimizer) settings that ``runs`` (a frame such as accuracy.csv,
     or dicts of the run keys, as the workflow has them) train from more than one init: the
     initialization study's, in :func:`settings_of` order."""
+    import pandas as pd
+
     frame = runs if isinstance(runs, pd.DataFrame) else pd.DataFrame(list(runs))
     if frame.empty or "init" not in frame.columns:
         return []
