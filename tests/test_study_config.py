@@ -447,8 +447,10 @@ def test_smoke_keeps_every_run_and_attack_and_shrinks_only_time():
         assert small["epochs"] == 1
         assert small["schedule"]["name"] == real["schedule"]["name"]
         assert small["schedule"].get("milestones", [1]) == [1]
-        for key in ("models", "methods", "seeds", "batch_size", "optimizers", "layer", "run"):
+        for key in ("models", "methods", "seeds", "batch_size", "optimizers", "layer"):
             assert small[key] == real[key], key
+        assert small["resources"]["threads"] == 1
+        assert small["run"] == {**real["run"], "workers": min(real["run"].get("workers", 0), 1)}
     assert smoke["attacks"]["n_images"] == study_config.SMOKE_IMAGES
     for key in ("targets", "white_box", "square", "onepixel", "transfer"):
         assert smoke["attacks"][key] == full["attacks"][key]

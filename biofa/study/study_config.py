@@ -552,8 +552,8 @@ def smoke_study(config: dict) -> dict:
     """The study with every job it has, shrunk to a check that none of them crashes.
 
     The DAG keeps every run, attack, table and figure of ``config``, every model at its
-    real size and every key of its experiments (batch sizes, workers, channels_last ...),
-    but trains one epoch on the stand-in data that ``biofa data NAME --stand-in`` writes in
+    real size and every key of its experiments (batch sizes, channels_last, amp ...), but
+    runs each job on one thread (and at most one loader worker) and trains one epoch on the stand-in data that ``biofa data NAME --stand-in`` writes in
     each data set's real on-disk format (below ``data_root``/stand-in, so stand-in files
     never mix with downloaded ones), and attacks :data:`SMOKE_IMAGES` images per attack.
     Results go to ``results``-smoke. It is run before booking GPU time for the real study:
@@ -566,9 +566,16 @@ def smoke_study(config: dict) -> dict:
         experiment["epochs"] = 1
         if experiment["schedule"].get("milestones"):
             experiment["schedule"]["milestones"] = [1]
+        # one thread and at most one loader worker per job: a job of a few tiny batches is
+        # mostly Python starting, so the jobs run side by side instead of one at a time,
+        # and the worker path of the data loaders is still exercised
+        experiment.setdefault("resources", {})["threads"] = 1
+        run = experiment.setdefault("run", {})
+        run["workers"] = min(run.get("workers", 0), 1)
     attacks = config["attacks"]
     attacks["n_images"] = min(attacks["n_images"], SMOKE_IMAGES)
     attacks["batch_size"] = min(attacks["batch_size"], SMOKE_IMAGES)
+    attacks.setdefault("resources", {})["threads"] = 1
     return config
 
 
