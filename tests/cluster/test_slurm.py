@@ -7,10 +7,8 @@ must resume the cancelled run from its last checkpoint and recompute nothing els
 """
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -20,6 +18,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+
+from snakemake_runs import job_counts
+from snakemake_runs import snakemake as run_snakemake
 
 pytestmark = pytest.mark.cluster
 
@@ -32,22 +33,7 @@ FAST_POLLING = ["--jobs", "2", "--slurm-init-seconds-before-status-checks", "2",
 
 
 def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run snakemake in its own process group; on timeout kill the whole group (a snakemake
-    that lost track of its cluster jobs ignores SIGTERM and polls forever)."""
-    process = subprocess.Popen(["snakemake", *args], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"snakemake {' '.join(args)} ran over {TIMEOUT} s:\n{output[-4000:]}")
-    return subprocess.CompletedProcess(process.args, process.returncode, output)
-
-
-def job_counts(output: str) -> dict:
-    table = output[output.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    return run_snakemake(cwd, *args, timeout=TIMEOUT)
 
 
 def make_project(folder: Path) -> Path:

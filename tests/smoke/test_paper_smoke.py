@@ -9,11 +9,7 @@ the full study's, job for job, and that every output exists and holds what it sh
 ``.ci/run`` runs it on its own (``pytest -m smoke``), like the cluster test.
 """
 
-import os
-import re
 import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,7 +18,8 @@ import pytest
 import yaml
 
 from biofa.study import study_config
-from biofa.study.names import FIGURE_FORMATS
+from biofa.study.names import FIGURE_FORMATS, FIGURE_NAMES, study_figures
+from snakemake_runs import job_counts, snakemake
 
 pytestmark = pytest.mark.smoke
 
@@ -31,23 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BUDGET_S = 20 * 60
 PAPER = ["--configfile", "config/paper.yaml"]
 SMOKE = [*PAPER, "--config", "smoke=true"]
-
-
-def snakemake(cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    process = subprocess.Popen(["snakemake", *args], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"snakemake {' '.join(args)} ran over {timeout:.0f} s:\n{output[-4000:]}")
-    return subprocess.CompletedProcess(process.args, process.returncode, output)
-
-
-def job_counts(output: str) -> dict:
-    table = output[output.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +101,17 @@ def test_every_attack_table_figure_and_the_report_exist(smoke):
     assert square.groupby("method")["eps"].nunique().eq(30).all()
     assert (robustness["n_images"] == study_config.SMOKE_IMAGES).all()
     figures = sorted((results / "figures").glob("*.png"))
-    assert figures, "no figure"
+    runs = study_config.runs(config)
+    expected = study_figures({run["method"] for run in runs}, set(robustness["attack"]), runs)
+    assert sorted(png.stem for png in figures) == sorted(expected) == sorted(FIGURE_NAMES)
     for png in figures:
         for ext in FIGURE_FORMATS:
             assert png.with_suffix(f".{ext}").stat().st_size > 0
-    for table in ("error_table.md", "error_table.tex", "error_table.csv"):
-        assert (results / "tables" / table).exists()
+    for table in ("error_table", "init_table"):
+        for ext in ("md", "tex", "csv"):
+            assert (results / "tables" / f"{table}.{ext}").stat().st_size > 0
+    inits = pd.read_csv(results / "tables" / "init_table.csv")
+    assert len(inits) == 7  # a row per rule
     report = results / "report.html"
     made = snakemake(project, *SMOKE, "--report", str(report), timeout=600)
     assert made.returncode == 0, made.stdout[-4000:]
