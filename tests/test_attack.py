@@ -225,7 +225,7 @@ def test_the_plan_of_the_paper_study():
 
 def test_the_plan_fills_defaults_and_leaves_out_attacks_without_strengths():
     from biofa.study.attack import plan as planned
-    from biofa.study.cli import validate_attacks
+    from biofa.study.study_config import validate_attacks
 
     def plan(section):
         return planned(validate_attacks(section))
@@ -254,7 +254,7 @@ def test_the_plan_fills_defaults_and_leaves_out_attacks_without_strengths():
 ])
 def test_a_bad_plan_is_one_named_error(runs, tmp_path, capsys, section, message):
     from biofa.errors import ConfigError
-    from biofa.study.cli import validate_attacks
+    from biofa.study.study_config import validate_attacks
 
     with pytest.raises(ConfigError, match="^" + __import__("re").escape(message)):
         validate_attacks(section)
@@ -296,7 +296,7 @@ def test_bad_plan_options_are_one_named_error(runs, tmp_path, capsys, arguments,
 def test_a_plan_writes_what_each_single_attack_writes(runs, tmp_path, capsys):
     """One process, the model loaded once: the same bytes as one command per attack."""
     from biofa.study.attack import plan
-    from biofa.study.cli import validate_attacks
+    from biofa.study.study_config import validate_attacks
 
     section = {"n_images": 12, "batch_size": 6, "seed": 3,
                "white_box": {"attacks": ["pgd", "apgd"], "eps": [0, 0.1], "steps": 3},

@@ -144,47 +144,12 @@ def cmd_attack(args) -> int:
     return 0
 
 
-def validate_attacks(section) -> dict:
-    """A study's ``attacks:`` section with its defaults filled in, or ``ConfigError`` naming
-    the first bad key in one line, as :func:`biofa.study.study_config.validate_study` does
-    (``config key 'attacks.square.queries': got 0; allowed: an integer >= 1``).
-
-    Checks the study schema's ``attacks`` part and that white-box attacks have strengths;
-    the checks that need the study's experiments (targets trained, a bp run for each
-    transfer target) are ``validate_study``'s.
-    """
-    import copy
-
-    import jsonschema
-
-    from ..errors import ConfigError
-    from .study_config import _explain, _fill, _first, schema
-
-    if not isinstance(section, dict):
-        raise ConfigError("an attacks section is a mapping of keys to values (a YAML "
-                          "dictionary with targets, white_box, square, onepixel, transfer)")
-    study = schema()  # the attacks part, under its key, so errors name 'attacks.KEY'
-    validator = jsonschema.Draft202012Validator({
-        "$schema": study["$schema"], "type": "object", "additionalProperties": False,
-        "properties": {"attacks": study["properties"]["attacks"]}, "required": ["attacks"],
-        "definitions": study["definitions"]})
-    wrapped = {"attacks": copy.deepcopy(section)}
-    errors = list(validator.iter_errors(wrapped))
-    if errors:
-        raise ConfigError(_explain(_first(errors), validator))
-    _fill(validator.schema, wrapped, validator.schema)
-    white = wrapped["attacks"]["white_box"]
-    if white["attacks"] and white["gradients"] and not white.get("eps"):
-        raise ConfigError("config key 'attacks.white_box.eps' is missing; white-box attacks "
-                          "need their strengths (allowed: a list of numbers from 0 to 1)")
-    return wrapped["attacks"]
-
-
 def read_attacks(path: str | Path) -> dict:
     """The validated ``attacks:`` section of a YAML file holding either the section itself
     or a mapping with the one key ``attacks`` (:func:`validate_attacks`)."""
     from ..errors import ConfigError
     from .config import _yaml_problem
+    from .study_config import validate_attacks
 
     path = Path(path)
     if not path.is_file():

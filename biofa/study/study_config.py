@@ -485,10 +485,40 @@ def _check_attacks(config: dict, every: list[tuple[int, dict]]) -> None:
                     f"{'/'.join(setting)} (attacks.targets[{t}]) trains no bp for seed "
                     f"{', '.join(map(str, seeds))}; add bp to its experiment's methods or "
                     f"leave attacks.transfer.eps empty")
-    white = attacks["white_box"]
+    _check_white_box(attacks["white_box"])
+
+
+def _check_white_box(white: dict) -> None:
     if white["attacks"] and white["gradients"] and not white.get("eps"):
         raise ConfigError("config key 'attacks.white_box.eps' is missing; white-box attacks "
                           "need their strengths (allowed: a list of numbers from 0 to 1)")
+
+
+def validate_attacks(section) -> dict:
+    """A study's ``attacks:`` section with its defaults filled in, or ``ConfigError`` naming
+    the first bad key in one line, as :func:`validate_study` does (``config key
+    'attacks.square.queries': got 0; allowed: an integer >= 1``): what ``biofa attack
+    --plan`` reads.
+
+    Checks the study schema's ``attacks`` part and that white-box attacks have strengths;
+    the checks that need the study's experiments (targets trained, a bp run for each
+    transfer target) are ``validate_study``'s.
+    """
+    if not isinstance(section, dict):
+        raise ConfigError("an attacks section is a mapping of keys to values (a YAML "
+                          "dictionary with targets, white_box, square, onepixel, transfer)")
+    study = schema()  # the attacks part, under its key, so errors name 'attacks.KEY'
+    validator = jsonschema.Draft202012Validator({
+        "$schema": study["$schema"], "type": "object", "additionalProperties": False,
+        "properties": {"attacks": study["properties"]["attacks"]}, "required": ["attacks"],
+        "definitions": study["definitions"]})
+    wrapped = {"attacks": copy.deepcopy(section)}
+    errors = list(validator.iter_errors(wrapped))
+    if errors:
+        raise ConfigError(_explain(_first(errors), validator))
+    _fill(validator.schema, wrapped, validator.schema)
+    _check_white_box(wrapped["attacks"]["white_box"])
+    return wrapped["attacks"]
 
 
 def is_target(target: dict, run) -> bool:
