@@ -24,6 +24,8 @@ def snakemake(cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProc
 
 
 def job_counts(output: str) -> dict:
-    """Jobs per rule, from the "Job stats" table snakemake prints."""
+    """Jobs per rule, from the "Job stats" table snakemake prints (without its total)."""
     table = output[output.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    counts.pop("total", None)
+    return counts
