@@ -325,3 +325,22 @@ def test_a_plan_writes_what_each_single_attack_writes(runs, tmp_path, capsys):
     frame = pd.read_csv(out / "transfer-transfer.csv")
     assert frame["source"].tolist() == [str(runs / "bp")] * 2 and (frame["n_images"] == 12).all()
     assert pd.read_csv(out / "pgd-true.csv", dtype=str)["gradient"].tolist() == ["true", "true"]
+
+
+def test_threads_option_sets_torchs_threads_and_refuses_nonsense(capsys):
+    import torch
+
+    from biofa.study.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        # parsed and applied before the run folder is looked at
+        assert main(["attack", "/nonexistent", "--plan", "/nonexistent.yaml", "--out-dir", "x",
+                     "--threads", "1"]) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as error:
+        main(["attack", "DIR", "--attack", "pgd", "--threads", "0", "--out", "x.csv"])
+    assert error.value.code == 2
+    assert "expected a whole number >= 1, got '0'" in capsys.readouterr().err

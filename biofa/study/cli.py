@@ -115,11 +115,25 @@ def _numbers(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 _SINGLE_DEFAULTS = {"n": 500, "batch_size": 128, "seed": 0, "gradient": "feedback,true",
                     "steps": 10}
 
 
 def cmd_attack(args) -> int:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if (args.attack is None) == (args.plan is None):
         raise UsageError("give --attack NAME (one attack, into --out CSV) or --plan ATTACKS.yaml "
                          "(a study's attacks: section, into --out-dir DIR), not "
@@ -399,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="default 128; with --plan: its batch_size")
     p.add_argument("--seed", type=int, help="default 0; with --plan: its seed")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="CPU threads of torch (default: torch's, one per core); jobs running "
+                        "side by side each want their own")
     p.set_defaults(run=cmd_attack)
 
     p = sub.add_parser("check", help="validate a study config or a run config, writing nothing")

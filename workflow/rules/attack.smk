@@ -40,4 +40,4 @@ rule attack:
         device=config["device"],
     shell:
         "biofa attack {params.dir} --plan {input.plan} --out-dir {params.out} {params.source} "
-        "--device {params.device} > {log} 2>&1"
+        "--device {params.device} --threads {threads} > {log} 2>&1"
