@@ -18,15 +18,42 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("csrc") / "feedback.cpp"
 
 
+NAME = "biofa_feedback"
+
+
+def _build_lock() -> Path | None:
+    """The lock file torch holds in the extension's build folder while a process builds it."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return Path(_get_build_directory(NAME, verbose=False)) / "lock"
+    except Exception:  # noqa: BLE001 - a torch without that helper: no way to tell
+        return None
+
+
 def load():
-    """The compiled module; None (with one warning if the build failed) where there is none."""
-    if os.environ.get("BIOFA_NATIVE", "1") == "0":
+    """The compiled module; None (with one warning if the build failed) where there is none.
+
+    ``BIOFA_NATIVE=0`` never builds it. ``BIOFA_NATIVE=ready`` (what the workflow's jobs
+    use) does not wait while another process is building it: that process's job runs the
+    Python functions instead, with the same results, rather than idling for the minute a
+    build takes on a fresh machine. The default builds it, or waits for a running build.
+    """
+    mode = os.environ.get("BIOFA_NATIVE", "1")
+    if mode == "0":
+        return None
+    lock = _build_lock() if mode == "ready" else None
+    if lock is not None and lock.exists():
+        logging.getLogger("biofa").warning(
+            "biofa: another process is building the compiled feedback functions (%s); this "
+            "one runs the Python ones (same results). A lock left by a killed build can be "
+            "deleted.", lock)
         return None
     try:
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.utils.cpp_extension import load as build
 
-        return build(name="biofa_feedback", sources=[str(SOURCE)], extra_cflags=["-O3"],
+        return build(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O3"],
                      verbose=False)
     except Exception as error:  # noqa: BLE001 - any build failure falls back to Python
         last = str(error).strip().splitlines()[-1] if str(error).strip() else ""

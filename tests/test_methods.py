@@ -284,3 +284,23 @@ def test_the_backward_node_behaves_like_torchs_own(kind):
     torch.testing.assert_close(layer.weight.grad, layer.feedback_weight.grad, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         out.sum().backward()
+
+
+def test_a_job_does_not_wait_for_a_build_another_process_runs(tmp_path, monkeypatch, caplog):
+    """BIOFA_NATIVE=ready (the workflow's jobs): while torch's build lock of the extension is
+    held, load() returns at once and the Python functions run; the default would wait."""
+    import logging
+    import time
+
+    from biofa import _native
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("BIOFA_NATIVE", "ready")
+    lock = _native._build_lock()
+    assert lock == tmp_path / _native.NAME / "lock"
+    lock.write_text("")
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="biofa"):
+        assert _native.load() is None
+    assert time.perf_counter() - start < 5
+    assert "another process is building" in caplog.text and str(lock) in caplog.text

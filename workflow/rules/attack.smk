@@ -39,5 +39,5 @@ rule attack:
         source=source_option,
         device=config["device"],
     shell:
-        "biofa attack {params.dir} --plan {input.plan} --out-dir {params.out} {params.source} "
+        "BIOFA_NATIVE=${{BIOFA_NATIVE:-ready}} biofa attack {params.dir} --plan {input.plan} --out-dir {params.out} {params.source} "
         "--device {params.device} --threads {threads} > {log} 2>&1"

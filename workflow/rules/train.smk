@@ -45,5 +45,6 @@ rule train:
     params:
         dir=run_dir,
     shell:
-        "biofa train {input.config} --out {params.dir} --restart-on-change --evaluate test "
+        # BIOFA_NATIVE=ready: a job does not wait while another builds the compiled backward
+        "BIOFA_NATIVE=${{BIOFA_NATIVE:-ready}} biofa train {input.config} --out {params.dir} --restart-on-change --evaluate test "
         "> {log} 2>&1"
