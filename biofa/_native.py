@@ -22,13 +22,33 @@ NAME = "biofa_feedback"
 
 
 def _build_lock() -> Path | None:
-    """The lock file torch holds in the extension's build folder while a process builds it."""
+    """The lock file torch locks in the extension's build folder while a process builds it."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
         return Path(_get_build_directory(NAME, verbose=False)) / "lock"
     except Exception:  # noqa: BLE001 - a torch without that helper: no way to tell
         return None
+
+
+def _held(lock: Path) -> bool:
+    """Whether another process holds ``lock``: torch takes an OS advisory lock on the file
+    (``filelock``, ``flock`` on POSIX) for a build; the file itself stays behind."""
+    import fcntl
+
+    try:
+        handle = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(handle)
 
 
 def load():
@@ -42,12 +62,11 @@ def load():
     mode = os.environ.get("BIOFA_NATIVE", "1")
     if mode == "0":
         return None
-    lock = _build_lock() if mode == "ready" else None
-    if lock is not None and lock.exists():
+    lock = _build_lock() if mode == "ready" and os.name == "posix" else None
+    if lock is not None and _held(lock):
         logging.getLogger("biofa").warning(
-            "biofa: another process is building the compiled feedback functions (%s); this "
-            "one runs the Python ones (same results). A lock left by a killed build can be "
-            "deleted.", lock)
+            "biofa: another process is building the compiled feedback functions (it holds "
+            "%s); this one runs the Python ones (same results)", lock)
         return None
     try:
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)

@@ -296,11 +296,26 @@ def test_a_job_does_not_wait_for_a_build_another_process_runs(tmp_path, monkeypa
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setenv("BIOFA_NATIVE", "ready")
+    import subprocess
+    import sys
+
     lock = _native._build_lock()
     assert lock == tmp_path / _native.NAME / "lock"
-    lock.write_text("")
-    start = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="biofa"):
-        assert _native.load() is None
-    assert time.perf_counter() - start < 5
+    lock.write_text("")  # the file alone (torch leaves it behind after a build) is no build
+    assert not _native._held(lock)
+    holder = subprocess.Popen(  # a process holding the lock as torch's build does
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1]); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _native._held(lock)
+        start = time.perf_counter()
+        with caplog.at_level(logging.WARNING, logger="biofa"):
+            assert _native.load() is None
+        assert time.perf_counter() - start < 5
+    finally:
+        holder.kill()
+        holder.wait()
     assert "another process is building" in caplog.text and str(lock) in caplog.text
+    assert not _native._held(lock)  # released when the holder died
