@@ -20,6 +20,9 @@ from biofa.study.names import RUN_FOLDER
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+# the quick study with SGD alone: the checks below change its methods, which Adam's
+# `methods:` filter would then name outside them
+BASE["experiments"][0]["optimizers"] = {"sgd": BASE["experiments"][0]["optimizers"]["sgd"]}
 SCHEMA = study_config.schema()
 
 
@@ -47,7 +50,7 @@ def test_schema_names_come_from_the_registries():
     assert white["gradients"]["items"]["enum"] == list(GRADIENTS)
 
 
-@pytest.mark.parametrize("name, count", [("config.yaml", 21), ("paper.yaml", 119)])
+@pytest.mark.parametrize("name, count", [("config.yaml", 30), ("paper.yaml", 119)])
 def test_shipped_studies_are_valid_and_get_their_defaults(name, count):
     raw = yaml.safe_load((ROOT / "config" / name).read_text())
     config = study_config.validate_study(raw)

@@ -22,7 +22,7 @@ from importlib.util import find_spec
 # The command is the study's, whose packages are the extra biofa[study]: a library-only
 # install gets one line naming it, not an ImportError from whichever step needs one first.
 STUDY_MODULES = ("yaml", "jsonschema", "numpy", "pandas", "matplotlib", "seaborn", "sklearn",
-                 "torchattacks", "tqdm")
+                 "torchattacks", "tqdm", "PIL")
 _missing = [name for name in STUDY_MODULES if find_spec(name) is None]
 if _missing:
     sys.exit(f"biofa: the biofa command needs the study's packages ({', '.join(_missing)} "
