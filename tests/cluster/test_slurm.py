@@ -131,8 +131,8 @@ def test_workflow_on_slurm_resumes_a_cancelled_job(slurm_cluster, tmp_path):
     # the train jobs went through SLURM: their logs (one per job id) and the controller's record
     logs = sorted((cluster / ".snakemake/slurm_logs/rule_train").glob("*/*.log"))
     job_ids = {p.stem for p in logs}
-    assert {p.parent.name for p in logs} == {"digits_lenet_mnist_sgd_bp_0",
-                                             "digits_lenet_mnist_sgd_fa_0"}
+    assert {p.parent.name for p in logs} == {"digits_lenet_mnist_sgd_xavier_bp_0",
+                                             "digits_lenet_mnist_sgd_xavier_fa_0"}
     assert len(job_ids) == 3 and cancelled["job"] in job_ids  # bp, fa cancelled, fa resumed
     states = {job_id: state for job_id, state in squeue("%i", "%T")}
     assert states[cancelled["job"]] == "CANCELLED"
