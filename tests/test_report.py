@@ -869,3 +869,19 @@ def test_a_gradient_column_of_only_true_stays_text(tmp_path):
     frame.loc[0, ["method", "attack", "gradient", "eps", "n_images"]] = ["fa", "pgd", "true", 0.1, 10]
     frame.to_csv(path, index=False)
     assert collect.collect_attacks([path])["gradient"].tolist() == ["true"]
+
+
+def test_training_figure_wraps_many_settings_into_rows():
+    """The paper's study has 17 settings: their panels wrap at figures.MAX_COLUMNS a row
+    instead of one figure tens of thousands of pixels wide."""
+    rows = [{"dataset": "cifar10", "model": model, "optimizer": optimizer, "init": "xavier",
+             "method": "bp", "seed": 0, "epoch": epoch, "val_acc1": 0.5 + 0.1 * epoch}
+            for model in ("lenet_cifar", "resnet20", "resnet56")
+            for optimizer in ("sgd", "adam") for epoch in (1, 2)]
+    fig = figures.draw_training(pd.DataFrame(rows))
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(shown) == 6
+    assert len({round(ax.get_position().y0, 3) for ax in shown}) == 2  # two rows
+    assert max(sum(1 for b in shown if abs(b.get_position().y0 - a.get_position().y0) < 1e-3)
+               for a in shown) == figures.MAX_COLUMNS
+    assert fig.get_size_inches()[0] <= 4.6 * figures.MAX_COLUMNS + 1e-9

@@ -115,6 +115,22 @@ def _grid(n_rows: int, n_cols: int, width: float = 4.6, height: float = 3.4, **k
     return fig, fig.subplots(n_rows, n_cols, squeeze=False, **kwargs)
 
 
+#: Panels per row of a figure with a panel per setting: the paper's study has 17 settings.
+MAX_COLUMNS = 4
+
+
+def _wrapped(n_panels: int, **kwargs):
+    """A figure of ``n_panels`` panels in rows of at most :data:`MAX_COLUMNS`, the unused
+    places of the last row left blank: (figure, the panels' axes in reading order)."""
+    columns = min(n_panels, MAX_COLUMNS)
+    rows = -(-n_panels // columns)
+    fig, axes = _grid(rows, columns, **kwargs)
+    flat = list(axes.flat)
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, flat[:n_panels]
+
+
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with a 'Method' column of legend labels (kp marked not in paper)."""
     frame = frame.copy()
@@ -171,8 +187,8 @@ def draw_training(training: pd.DataFrame) -> Figure:
     frame = _labelled(training)
     frame["val_error"] = 100 * (1 - frame["val_acc1"].astype(float))
     settings, methods = _settings(frame), ordered_methods(frame["method"])
-    fig, axes = _grid(1, len(settings))
-    for ax, setting in zip(axes[0], settings):
+    fig, axes = _wrapped(len(settings))
+    for ax, setting in zip(axes, settings):
         sns.lineplot(data=_setting_of(frame, setting), x="epoch", y="val_error",
                      errorbar="sd", ax=ax, legend=False, **_hue(methods))
         ax.set(title=setting_label(*setting), xlabel="epoch", ylabel="validation top-1 error (%)")
