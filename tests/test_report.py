@@ -885,3 +885,21 @@ def test_training_figure_wraps_many_settings_into_rows():
     assert max(sum(1 for b in shown if abs(b.get_position().y0 - a.get_position().y0) < 1e-3)
                for a in shown) == figures.MAX_COLUMNS
     assert fig.get_size_inches()[0] <= 4.6 * figures.MAX_COLUMNS + 1e-9
+
+
+def test_alignment_figure_wraps_settings_into_blocks_of_metric_rows():
+    rows = [{"dataset": "cifar10", "model": model, "optimizer": optimizer, "init": "xavier",
+             "method": "fa", "seed": 0, "epoch": epoch, "layer": "fc",
+             "weight_angle": 90 - epoch, "norm_ratio": 1.0, "gradient_angle": 80.0}
+            for model in ("lenet_cifar", "resnet20", "resnet56")
+            for optimizer in ("sgd", "adam") for epoch in (0, 1, 2)]
+    fig = figures.draw_alignment(pd.DataFrame(rows))
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 6 * 3  # a panel per setting and metric
+    titled = [ax for ax in shown if ax.get_title()]
+    assert sorted(ax.get_title() for ax in titled) == sorted(
+        names.setting_label("cifar10", m, o) for m in ("lenet_cifar", "resnet20", "resnet56")
+        for o in ("sgd", "adam"))
+    assert len(fig.axes) == 2 * 3 * figures.MAX_COLUMNS  # two blocks of three metric rows
+    angles = [ax for ax in shown if ax.get_ylabel().startswith("angle(W, B)")]
+    assert len(angles) == 2  # the first column of each block is labelled

@@ -305,10 +305,17 @@ def draw_alignment(alignment: pd.DataFrame) -> Figure:
                .mean().reset_index())  # mean over layers, NaN skipped
     frame = _labelled(per_run)
     settings, methods = _settings(frame), ordered_methods(frame["method"])
-    fig, axes = _grid(len(metrics_), len(settings), height=3.0, sharex="col")
+    # settings in blocks of MAX_COLUMNS columns, a row per metric in each block
+    columns = min(len(settings), MAX_COLUMNS)
+    blocks = -(-len(settings) // columns)
+    fig, axes = _grid(blocks * len(metrics_), columns, height=3.0)
+    for index in range(len(settings), blocks * columns):
+        for row in range(len(metrics_)):
+            axes[(blocks - 1) * len(metrics_) + row][index % columns].set_visible(False)
     for row, metric in enumerate(metrics_):
-        for col, setting in enumerate(settings):
-            ax = axes[row][col]
+        for index, setting in enumerate(settings):
+            col = index % columns
+            ax = axes[(index // columns) * len(metrics_) + row][col]
             data = _setting_of(frame, setting).dropna(subset=[metric])
             if data.empty:
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
