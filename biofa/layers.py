@@ -187,6 +187,12 @@ def feedback_layers(model: nn.Module) -> Iterator[tuple[str, FeedbackLayer]]:
             yield name, module
 
 
+def fixed_state(model: nn.Module) -> set[str]:
+    """The state-dict keys of ``model``'s fixed feedback buffers (``Rule.fixed_buffers``)."""
+    return {f"{name}.{buffer}" if name else buffer for name, layer in feedback_layers(model)
+            for buffer in layer.rule.fixed_buffers if buffer in layer._buffers}
+
+
 @contextmanager
 def _setting(model: nn.Module, attribute: str):
     layers = [layer for _, layer in feedback_layers(model)]

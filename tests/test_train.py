@@ -183,6 +183,30 @@ def test_deleted_outputs_of_a_finished_run_come_back_unchanged(tmp_path):
     assert all(torch.equal(v, restored["model"][k]) for k, v in best["model"].items())
 
 
+@pytest.mark.parametrize("method, fixed", [("dfa", "feedback_weight"), ("fa", "feedback_weight"),
+                                           ("frsf", "feedback_magnitude")])
+def test_the_best_epochs_snapshot_shares_the_fixed_feedback(tmp_path, method, fixed):
+    """last.pt holds the model and the best epoch's weights: a fixed B is stored once (DFA's
+    B for ResNet-18 on ImageNet is 8.7 GB), everything training changes is its own copy."""
+    out = tmp_path / "run"
+    config = write_config(tmp_path, method=method, epochs=2, **{"schedule.milestones": [1]})
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    last = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    model, best = last["model"], last["best_model"]
+    assert last["best"]["epoch"] >= 1 and model.keys() == best.keys()
+
+    def shared(key):
+        return model[key].untyped_storage().data_ptr() == best[key].untyped_storage().data_ptr()
+
+    fixed_keys = [key for key in model if key.endswith(fixed)]
+    assert len(fixed_keys) == 5  # LeNet's five layers
+    assert all(shared(key) for key in fixed_keys)
+    assert not any(shared(key) for key in model if key not in fixed_keys)
+    # the weights did move after the best epoch's copy was taken
+    if last["best"]["epoch"] == 1:
+        assert not torch.equal(model["net.fc1.weight"], best["net.fc1.weight"])
+
+
 def test_restart_on_change_starts_afresh(tmp_path):
     out = tmp_path / "run"
     config = write_config(tmp_path, epochs=1, **{"schedule.milestones": [1]})

@@ -94,6 +94,9 @@ class Rule:
     paper = ""
     #: B receives the weight's gradient and so the same optimiser update (Kolen-Pollack).
     learns_feedback = False
+    #: Buffers that ``setup`` draws and nothing changes afterwards (FA's and DFA's B,
+    #: frSF's magnitudes): a snapshot of the model may share them instead of copying.
+    fixed_buffers: tuple[str, ...] = ()
     #: The error goes down through W itself, so torch's own backward does the job
     #: (backpropagation). The layer's attribute of the same name decides per pass.
     plain_backward = False

@@ -20,6 +20,7 @@ class BRSF(FRSF):
 
     name = "brsf"
     paper = "Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018"
+    fixed_buffers = ()  # redrawn after every step
 
     def setup(self, layer: nn.Module) -> None:
         super().setup(layer)

@@ -82,6 +82,7 @@ class DFA(Rule):
 
     name = "dfa"
     paper = "Nokland 2016, NeurIPS"
+    fixed_buffers = ("feedback_weight",)
 
     def __init__(self) -> None:
         self.hub: DFAHub | None = None

@@ -10,6 +10,7 @@ class FA(Rule):
 
     name = "fa"
     paper = "Lillicrap, Cownden, Tweed & Akerman 2016, Nature Communications"
+    fixed_buffers = ("feedback_weight",)
 
     def setup(self, layer: nn.Module) -> None:
         layer.register_buffer("feedback_weight", draw(layer.init_scheme, layer.weight.detach()))

@@ -11,6 +11,7 @@ class FRSF(SignConcordant):
 
     name = "frsf"
     paper = "Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018"
+    fixed_buffers = ("feedback_magnitude",)
 
     def setup(self, layer: nn.Module) -> None:
         super().setup(layer)

@@ -9,6 +9,7 @@ the full study's, job for job, and that every output exists and holds what it sh
 ``.ci/run`` runs it on its own (``pytest -m smoke``), like the cluster test.
 """
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BUDGET_S = 20 * 60
 PAPER = ["--configfile", "config/paper.yaml"]
 SMOKE = [*PAPER, "--config", "smoke=true"]
+#: a failed job's log goes into the output (and so into the assertion message)
+SHOW_FAILED = ["--show-failed-logs"]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +43,16 @@ def smoke(tmp_path_factory):
     full = snakemake(project, "-n", *PAPER, timeout=600)
     assert full.returncode == 0, full.stdout[-4000:]
     start = time.perf_counter()
-    run = snakemake(project, "--cores", "2", *SMOKE, timeout=1.5 * BUDGET_S)
+    run = snakemake(project, "--cores", "2", *SMOKE, *SHOW_FAILED, timeout=1.5 * BUDGET_S)
     seconds = time.perf_counter() - start
-    assert run.returncode == 0, run.stdout[-6000:]
+    assert run.returncode == 0, failed_jobs(run.stdout)
     return project, run.stdout, seconds, job_counts(full.stdout)
+
+
+def failed_jobs(output: str) -> str:
+    """What snakemake printed about each failed job (its log included), else the tail."""
+    starts = [m.start() for m in re.finditer(r"^Error in rule", output, re.M)]
+    return "\n".join(output[start:start + 4000] for start in starts) or output[-6000:]
 
 
 def study(project: Path) -> dict:
