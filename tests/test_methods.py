@@ -300,7 +300,7 @@ def test_a_job_does_not_wait_for_a_build_another_process_runs(tmp_path, monkeypa
     import sys
 
     lock = _native._build_lock()
-    assert lock == tmp_path / _native.NAME / "lock"
+    assert lock == _native.build_directory() / "lock" and lock.parent.parent == tmp_path / _native.NAME
     lock.write_text("")  # the file alone (torch leaves it behind after a build) is no build
     assert not _native._held(lock)
     holder = subprocess.Popen(  # a process holding the lock as torch's build does
