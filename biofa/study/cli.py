@@ -7,6 +7,7 @@
     biofa evaluate DIR                     test error of DIR/best.pt into DIR/test.json
     biofa attack DIR --attack NAME ...     robust accuracy under an attack, into a CSV
     biofa report collect|attacks|table|init-table|figure   the study's tables and figures
+    biofa native [--check]                 build the compiled extension once (or report it)
 
 Bad input (unknown key, method or data set, missing files) ends with one line that
 names the problem and the fix, and exit status 2.
@@ -60,6 +61,52 @@ def cmd_methods(args) -> int:
     for name, rule in METHODS.items():
         mark = "" if name in PAPER_METHODS else "  (not in Sanfiz & Akrout 2021)"
         print(f"{name:<5} {rule.paper}{mark}")
+    return 0
+
+
+def cmd_native(args) -> int:
+    """Build (or load) the compiled feedback operators for this torch installation and say
+    where they are; where they cannot be built, say that the Python functions run. Exit 0
+    either way: the workflow runs this first also where no compiler exists."""
+    import os
+    import warnings
+
+    from .. import _native
+
+    if os.environ.get("BIOFA_NATIVE", "1") == "0":
+        print("biofa native: disabled (BIOFA_NATIVE=0): the Python functions run "
+              "(same results, slower on small models)")
+        return 0
+    import torch
+
+    folder = _native.build_directory(create=not args.check)
+    built = _native.is_built(folder)
+    compiler = _native._compiler()
+    if args.check:
+        if built:
+            state = f"built for torch {torch.__version__} in {folder}"
+        elif compiler is None:
+            state = ("not built and no C++ compiler (CXX or c++): the Python functions run "
+                     "(same results, slower on small models)")
+        else:
+            state = (f"not built yet for torch {torch.__version__}: the first use (or "
+                     f"biofa native) compiles it into {folder}, about a minute")
+        print(f"biofa native: {state}")
+        return 0
+    if compiler is None and not built:
+        print("biofa native: no C++ compiler (CXX or c++) to build them: the Python functions "
+              "run (same results, slower on small models)")
+        return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = _native.load(mode="1")
+    if module is None:
+        reason = next((str(w.message).removeprefix("biofa: ") for w in caught),
+                      "they did not build; the Python functions run (same results)")
+        print(f"biofa native: {reason}")
+        return 0
+    how = "already built" if built else "compiled now"
+    print(f"biofa native: {how} for torch {torch.__version__}: {module.__file__}")
     return 0
 
 
@@ -421,6 +468,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a study config or a run config, writing nothing")
     p.add_argument("config", help="YAML study config (with experiments:) or run config")
     p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("native", help="build the compiled feedback operators once for this "
+                                      "torch installation (or, with --check, say if they are)")
+    p.add_argument("--check", action="store_true",
+                   help="only report whether they are built, building nothing")
+    p.set_defaults(run=cmd_native)
 
     _add_report_commands(sub)
     return top
