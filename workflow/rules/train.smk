@@ -1,3 +1,18 @@
+rule native:
+    """biofa's compiled feedback operators, built once for the jobs' torch before the first
+    train job (which would otherwise build them itself while the others run the Python
+    functions); where they cannot be built, the marker says the Python functions run."""
+    output:
+        f"{RESULTS}/native.txt",
+    log:
+        f"{RESULTS}/logs/native.log",
+    localrule: True
+    conda:
+        "../envs/biofa.yaml"
+    shell:
+        "(biofa native > {output}.tmp && mv {output}.tmp {output}) 2> {log}"
+
+
 rule run_config:
     """The biofa run config of one run, checked against biofa's run schema when the DAG is
     built (params), so this job is a shell write and starts no Python."""
@@ -25,6 +40,7 @@ rule train:
     input:
         config=rules.run_config.output[0],
         data=f"{DATA_ROOT}/{{dataset}}/READY",
+        native=rules.native.output[0],
     output:
         best=f"{RUN}/{RunFolder.BEST}",
         metrics=f"{RUN}/{RunFolder.METRICS}",
