@@ -6,41 +6,80 @@ once-per-step chores (the weight constraint, the rule's refresh, rebuilding a ca
 the first training forward pass that sees a newer version does them. No hook on the
 model or the optimiser is needed, so any optimiser, gradient accumulation and
 ``load_state_dict`` work unchanged, with one exception handled here: fused optimisers.
+
+A layer set up anew has its chores done (``setup`` drew B, the weight has the norm the
+constraint keeps), so the first step uses what ``setup`` made.
+
+Under torch.compile a graph cannot look at version counters (the comparison is data-
+dependent control flow). A layer whose forward pass was traced says so (``traced``),
+and an optimiser step then does its chores eagerly, right after the step, between two
+calls of the compiled graph: the same chores on the same numbers as the next eager
+forward pass would do, so a compiled run takes the steps of an eager one.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.weak import WeakTensorKeyDictionary
 
-_watching_fused_steps = False
+_watching_steps = False
+#: weight -> its layer (a weak reference), for every layer with per-step chores
+_layers_with_chores = WeakTensorKeyDictionary()
 
 
-def _count_fused_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    """Bump the version counters of the parameters a fused optimiser just updated.
+def _after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """After any optimiser step: count fused steps, and do the traced layers' chores.
 
-    Every torch optimiser bumps them except the fused ones (``fused=True``), whose
-    kernel writes the parameters behind autograd's back. Without this a fused step would
-    leave sign-concordant B stale, brSF's magnitudes undrawn and weight constraints
-    unapplied.
+    Every torch optimiser bumps the version counters of the parameters it updates
+    except the fused ones (``fused=True``), whose kernel writes the parameters behind
+    autograd's back; they are bumped here. Without this a fused step would leave
+    sign-concordant B stale, brSF's magnitudes undrawn and weight constraints unapplied.
     """
     for group in optimizer.param_groups:
         if group.get("fused"):
             torch.autograd.graph.increment_version(group["params"])
+    if not _layers_with_chores:
+        return
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            ref = _layers_with_chores.get(param)
+            layer = ref() if ref is not None else None
+            if layer is not None and layer.traced and layer.training:
+                catch_up(layer, stepped=True)
 
 
-def watch_fused_steps() -> None:
-    """Register ``_count_fused_step`` with torch, once per process.
+def watch_steps() -> None:
+    """Register ``_after_step`` with torch, once per process.
 
     torch offers the hook only globally (for every optimiser in the process), so it is
     registered when the first feedback layer starts keeping versions, not at import:
     a program that imports biofa and never makes a layer keeps its optimisers untouched.
     """
-    global _watching_fused_steps
-    if not _watching_fused_steps:
-        register_optimizer_step_post_hook(_count_fused_step)
-        _watching_fused_steps = True
+    global _watching_steps
+    if not _watching_steps:
+        register_optimizer_step_post_hook(_after_step)
+        _watching_steps = True
+
+
+def keep(layer: nn.Module) -> None:
+    """Start the bookkeeping of a layer whose rule was just set up: its chores count as
+    done now (``setup`` drew B, the weight has the norm the constraint keeps)."""
+    versions = layer.versions
+    versions.refreshed = versions.constrained = layer.weight._version
+    register(layer)
+
+
+def register(layer: nn.Module) -> None:
+    """Let optimiser steps find ``layer`` from its weight, should its forward be traced
+    (a layer set up, copied or unpickled passes here)."""
+    if layer._step_chores:
+        _layers_with_chores[layer.weight] = weakref.ref(layer)
+    else:
+        _layers_with_chores.pop(layer.weight, None)
 
 
 class Versions:
@@ -54,7 +93,7 @@ class Versions:
 
     def __init__(self) -> None:
         # every layer that keeps versions, made, copied or unpickled, passes here
-        watch_fused_steps()
+        watch_steps()
         self.constrained = self.refreshed = self.feedback = None
 
     def __reduce__(self):
@@ -62,12 +101,14 @@ class Versions:
         return Versions, ()
 
 
-def catch_up(layer: nn.Module) -> None:
+def catch_up(layer: nn.Module, stepped: bool = False) -> None:
     """Apply the weight constraint and refresh B once after each optimiser step.
 
-    Called at every forward pass of a layer whose rule refreshes or that constrains its
-    weights; returns at once when the weight has not changed since the last training
-    pass (the common case) or inside ``frozen_feedback``.
+    Called at every eager forward pass of a layer whose rule refreshes or that
+    constrains its weights, and right after a step (``stepped``) for a traced one;
+    returns at once when the weight has not changed since the chores were last done
+    (the common case) or inside ``frozen_feedback``. The refresh waits for a training
+    pass with gradients enabled (never in evaluation, or for an attack's gradient).
     """
     version, done = layer.weight._version, layer.versions
     if version == done.refreshed or layer.frozen:
@@ -76,7 +117,7 @@ def catch_up(layer: nn.Module) -> None:
         with torch.no_grad():
             layer.weight.mul_(layer.initial_weight_norm / layer.weight.norm())
         version = done.constrained = layer.weight._version
-    if layer.training and torch.is_grad_enabled() and version != done.refreshed:
+    if layer.training and (stepped or torch.is_grad_enabled()) and version != done.refreshed:
         layer.rule.refresh(layer)
         done.refreshed = version
 

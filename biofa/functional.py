@@ -19,20 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _native
-
-
-_CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default  # the overload: no lookup per call
-
-
-def _cast(tensor: Tensor, like: Tensor) -> Tensor:
-    """``tensor`` in ``like``'s dtype (under autocast the error arrives in half precision)."""
-    return tensor if tensor.dtype == like.dtype else tensor.to(like.dtype)
-
-
-def _clipped(error: Tensor, clip: float | None) -> Tensor:
-    """The incoming error clamped to [-clip, clip]; as it is when clip is None."""
-    return error if clip is None else error.clamp(-clip, clip)
+from . import _native, ops
 
 
 # The two Functions are written in the classic ``forward(ctx, ...)`` style: on CPU its
@@ -49,19 +36,8 @@ class _LinearFeedback(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, feedback = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_out = _clipped(grad_out, ctx.clip)
-        grad_x = grad_w = grad_b = None
-        if need_x and feedback is not None:
-            grad_x = grad_out.matmul(_cast(feedback, grad_out))
-        if grad_out.dim() != 2:  # any leading dims: one matrix product over all of them
-            grad_out, x = grad_out.reshape(-1, grad_out.shape[-1]), x.reshape(-1, x.shape[-1])
-        if need_w or ctx.learn_feedback:
-            grad_w = grad_out.t().mm(_cast(x, grad_out))
-        if need_b:
-            grad_b = grad_out.sum(0)
-        return (grad_x, grad_w if need_w else None, grad_b,
-                grad_w if ctx.learn_feedback else None, None, None)
+        return ops.linear_grads(grad_out, x, feedback, ctx.clip, ctx.needs_input_grad,
+                                ctx.learn_feedback) + (None, None)
 
 
 class _Conv2dFeedback(torch.autograd.Function):
@@ -72,7 +48,7 @@ class _Conv2dFeedback(torch.autograd.Function):
         # down, the weight stands in for B in the fused backward call.
         ctx.save_for_backward(x, weight if feedback is None else feedback)
         ctx.sends_error = feedback is not None
-        ctx.bias_sizes = None if bias is None else [bias.shape[0]]
+        ctx.bias_size = None if bias is None else bias.shape[0]
         ctx.learn_feedback, ctx.clip = learn_feedback, clip
         ctx.conv = (stride, padding, dilation, groups)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
@@ -80,15 +56,8 @@ class _Conv2dFeedback(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, matrix = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_out = _clipped(grad_out, ctx.clip)
-        stride, padding, dilation, groups = ctx.conv
-        mask = [need_x and ctx.sends_error, need_w or ctx.learn_feedback, need_b]
-        grad_x, grad_w, grad_b = _CONVOLUTION_BACKWARD(
-            grad_out, _cast(x, grad_out), _cast(matrix, grad_out), ctx.bias_sizes,
-            stride, padding, dilation, False, [0, 0], groups, mask)
-        return (grad_x, grad_w if need_w else None, grad_b,
-                grad_w if ctx.learn_feedback else None) + (None,) * 6
+        return ops.conv2d_grads(grad_out, x, matrix, ctx.sends_error, ctx.bias_size, ctx.clip,
+                                ctx.conv, ctx.needs_input_grad, ctx.learn_feedback) + (None,) * 6
 
 
 class _Python:
@@ -119,9 +88,26 @@ def compiled():
     return None if chosen is _Python else chosen
 
 
+_transforming = torch._C._are_functorch_transforms_active  # inside torch.func.grad, vmap...
+
+
+def traced() -> bool:
+    """Whether this call is being traced by torch.compile or transformed by torch.func.
+
+    Then nothing may depend on version counters or keep state outside the graph: the
+    layers skip their per-step chores (an optimiser step does them, see ``biofa._steps``)
+    and the sign-concordant rules compute B from W in the graph.
+    """
+    return torch.compiler.is_compiling() or _transforming()
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None,
            learn_feedback: bool = False, clip: float | None = None) -> Tensor:
     """``F.linear`` whose input gradient goes through ``feedback`` (any leading dims)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.biofa.feedback_linear(x, weight, bias, feedback, learn_feedback, clip)
+    if _transforming():
+        return ops.TransformLinear.apply(x, weight, bias, feedback, learn_feedback, clip)
     return (_backend or backend()).linear(x, weight, bias, feedback, learn_feedback, clip)
 
 
@@ -129,5 +115,11 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | No
            stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups: int = 1,
            learn_feedback: bool = False, clip: float | None = None) -> Tensor:
     """``F.conv2d`` (integer padding) whose input gradient goes through ``feedback``."""
+    if torch.compiler.is_compiling():
+        return torch.ops.biofa.feedback_conv2d(x, weight, bias, feedback, learn_feedback, clip,
+                                               stride, padding, dilation, groups)
+    if _transforming():
+        return ops.TransformConv2d.apply(x, weight, bias, feedback, learn_feedback, clip,
+                                         stride, padding, dilation, groups)
     return (_backend or backend()).conv2d(x, weight, bias, feedback, learn_feedback, clip,
                                           stride, padding, dilation, groups)

@@ -48,6 +48,9 @@ class FeedbackLayer:
 
     #: No refresh of B and no weight constraint (``frozen_feedback``, for measurements).
     frozen: bool = False
+    #: Whether a forward pass of this layer was traced by torch.compile (or ran under a
+    #: torch.func transform): then optimiser steps do its per-step chores (``_steps``).
+    traced: bool = False
     #: Whether forward passes record torch's own backward instead of the rule's. True
     #: after ``set_method`` when the rule's B is W and no clipping needs the custom
     #: backward; forced on by ``true_gradient``. Without gradients every pass is plain.
@@ -87,7 +90,18 @@ class FeedbackLayer:
                                else rule.after_forward)
         self._step_chores = self.constrain_weights or type(rule).refresh is not Rule.refresh
         rule.setup(self)
+        _steps.keep(self)
         return self
+
+    def __setstate__(self, state) -> None:  # copy.deepcopy, pickle
+        super().__setstate__(state)
+        _steps.register(self)
+
+    def _do_step_chores(self) -> None:
+        if functional.traced():  # a graph cannot see version counters: steps do them
+            self.traced = True
+        else:
+            _steps.catch_up(self)
 
     def _take_over(self, module: nn.Module, method: str, options: dict):
         """This layer (made on the meta device) with ``module``'s Parameters and mode."""
@@ -128,7 +142,7 @@ class Linear(FeedbackLayer, nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._step_chores:
-            _steps.catch_up(self)
+            self._do_step_chores()
         if self.plain_backward or not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         out = functional.linear(x, self.weight, self.bias, self.rule.feedback(self),
@@ -167,7 +181,7 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._step_chores:
-            _steps.catch_up(self)
+            self._do_step_chores()
         if self.plain_backward or not torch.is_grad_enabled():
             return self._conv_forward(x, self.weight, self.bias)
         padded, padding = self._explicit_padding(x)

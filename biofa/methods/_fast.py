@@ -39,8 +39,14 @@ def sign_times_(out: Tensor, weight: Tensor, magnitude: Tensor | float) -> Tenso
 
 
 def sign_feedback(layer: nn.Module, magnitude: Callable[[nn.Module], Tensor | float]) -> Tensor:
-    """``layer.sign_feedback`` = magnitude(layer) * sign(W), rebuilt only when W changed."""
+    """``layer.sign_feedback`` = magnitude(layer) * sign(W), rebuilt only when W changed.
+
+    Traced by torch.compile or under a torch.func transform, B is computed in the graph
+    instead (the same numbers: one exact product per element).
+    """
     weight, feedback = layer.weight, layer.sign_feedback
+    if functional.traced():
+        return torch.sign(weight.detach()) * magnitude(layer)
     if weight._version != layer.versions.feedback:
         sign_times_(feedback, weight, magnitude(layer))
         layer.versions.feedback = weight._version

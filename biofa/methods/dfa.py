@@ -29,23 +29,29 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from .base import Rule, draw
 
 
 class _Project(torch.autograd.Function):
-    """Identity on the network output; sends ``e @ B_l`` to every handed-over input."""
+    """Identity on the network output; sends ``e @ B_l`` to every handed-over input.
+
+    In the ``setup_context`` style, which torch.compile traces and torch.func transforms.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, out, *inputs_and_feedbacks):
-        inputs, feedbacks = inputs_and_feedbacks[0::2], inputs_and_feedbacks[1::2]
-        ctx.save_for_backward(*feedbacks)
-        ctx.shapes = [x.shape for x in inputs]
+    def forward(out, *inputs_and_feedbacks):
         return out.clone()
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        out, rest = inputs[0], inputs[1:]
+        ctx.save_for_backward(*rest[1::2])
+        ctx.shapes = [x.shape for x in rest[0::2]]
+
+    @staticmethod
     def backward(ctx, error):
         flat = error.reshape(error.shape[0], -1)
         grads = [error]
