@@ -55,8 +55,9 @@ def make_env(path: Path) -> Path:
     symlink in its site-packages), and everything else as this interpreter finds it."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
     python = path / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True).stdout.strip()
     packages = Path(purelib)
     (packages / "torch").symlink_to(Path(torch.__file__).parent, target_is_directory=True)
     # after the env's own site-packages (so its torch comes first): this checkout, then
