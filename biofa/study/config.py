@@ -87,9 +87,17 @@ def schema() -> dict:
         "workers": {"type": "integer", "minimum": 0},
         "amp": {"type": "boolean", "description": "mixed precision on CUDA"},
         "channels_last": {"type": "boolean"},
+        "compile": {"anyOf": [{"type": "boolean"}, {"enum": list(COMPILE_MODES)}],
+                    "description": "torch.compile the training step (fullgraph): true for "
+                                   "torch's default mode, or a mode such as reduce-overhead "
+                                   "(CUDA graphs on a GPU)"},
         "alignment_batch": {"type": "integer", "minimum": 0,
                             "description": "images for the per-epoch gradient alignment; 0 skips"},
     }, required=["dataset", "model", "method", "optimizer", "epochs", "batch_size"])
+
+
+#: torch.compile's modes; ``compile: true`` is "default".
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 DEFAULTS: dict[str, Any] = {
@@ -106,6 +114,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": 0,
     "amp": False,
     "channels_last": False,
+    "compile": False,
     "alignment_batch": 256,
 }
 

@@ -909,7 +909,8 @@ def loaders(name: str, root: str | os.PathLike, batch_size: int, *, workers: int
     The train loader shuffles with its own ``torch.Generator`` seeded by
     ``seed``, so the order of batches (and the augmentation seeds of worker
     processes) are reproducible, and a run can be resumed by restoring the
-    generator's state.  val/test are not shuffled.
+    generator's state.  val/test are not shuffled; they have generators of their own
+    as well, so that evaluating never draws from torch's global RNG.
     """
     pin = device is not None and torch.device(device).type == "cuda"
     common = dict(num_workers=workers, pin_memory=pin, drop_last=False)
@@ -923,6 +924,10 @@ def loaders(name: str, root: str | os.PathLike, batch_size: int, *, workers: int
             out[split] = DataLoader(ds, batch_size=batch_size, shuffle=True,
                                     generator=torch.Generator().manual_seed(seed), **common)
         else:
+            # Their own generator too: each pass over them draws a worker seed, which
+            # must not come from torch's global RNG, whose stream belongs to training
+            # (brSF's redraws): evaluating between two steps then changes nothing.
             out[split] = DataLoader(ds, batch_size=eval_batch_size or batch_size, shuffle=False,
-                                    persistent_workers=workers > 0, **common)
+                                    persistent_workers=workers > 0,
+                                    generator=torch.Generator().manual_seed(seed), **common)
     return out

@@ -149,6 +149,24 @@ def train_epoch(model, loader, optimizer, scaler, device, config, desc="", *, pa
     return summary(totals, n)
 
 
+def step_model(model: nn.Module, config: dict) -> nn.Module:
+    """What the training step calls: ``model``, or with ``compile`` in the config,
+    ``torch.compile(model, fullgraph=True)``, in the config's mode (``true``: torch's default).
+
+    Only the forward pass and the rule's backward are compiled (one graph each; the
+    rules are operators, see ``biofa.ops``); the optimiser step, evaluation, alignment
+    and checkpoints use the model itself, whose state dict the compiled one shares.
+    Compiling costs tens of seconds at the first step (and again for a last batch of
+    another size), so it pays on long runs: GPUs, bigger models; on a CPU, small models
+    are bound by per-operator overhead that compiling does not remove
+    (``benchmarks/step_time.py --compile``).
+    """
+    mode = config.get("compile", False)
+    if not mode:
+        return model
+    return torch.compile(model, fullgraph=True, mode=None if mode is True else mode)
+
+
 def alignment_rows(model, epoch: int, batch) -> list[dict]:
     model.train()  # gradients as training computes them: batch statistics, dropout
     rows = metrics.alignment(model, *batch) if batch is not None else metrics.alignment(model)
@@ -394,6 +412,7 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
     model = build_model(config, device)
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer)
+    stepped = step_model(model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] and device.type == "cuda")
     probe = alignment_batch(data["val"], config["alignment_batch"], device, config["channels_last"])
 
@@ -446,7 +465,7 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
             data["train"].generator.manual_seed(config["seed"] * 1_000_003 + epoch)  # resumable shuffles
             lr = optimizer.param_groups[0]["lr"]
             earlier = partial["seconds"] if partial else 0.0  # spent before a mid-epoch stop
-            fit = train_epoch(model, data["train"], optimizer, scaler, device, config,
+            fit = train_epoch(stepped, data["train"], optimizer, scaler, device, config,
                               desc=f"epoch {epoch}/{config['epochs']}", partial=partial,
                               stop=lambda: bool(signals))
             partial = None
