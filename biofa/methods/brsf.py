@@ -13,8 +13,9 @@ class BRSF(FRSF):
     """B = |M| * sign(W) with a new |M| after each optimiser step.
 
     |M| is drawn from the init's distribution: U(0, bound) for a uniform init (``default``,
-    ``xavier``), |N(0, s)| for ``kaiming``. The redraw happens at the first training
-    forward pass after the weights changed, so gradient accumulation over several
+    ``xavier``), |N(0, s)| for ``kaiming``. The first step uses the M drawn at setup; the
+    redraw happens at the first training forward pass after the weights changed (right
+    after the step, when the layer runs compiled), so gradient accumulation over several
     batches keeps one M, and evaluation (or a measurement) never redraws.
     """
 
