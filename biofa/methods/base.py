@@ -80,10 +80,10 @@ class Rule:
     * ``feedback(layer)``: at every forward pass that records the rule's backward, the
       matrix that carries the error to the layer below, same shape as the weight;
       ``None`` sends no error (DFA's hidden layers get theirs straight from the output).
-    * ``refresh(layer)``: once after every optimisation step (right after it when the
-      layer runs in a torch.compile graph, see ``biofa._steps``), at the next training
-      forward pass, with gradients enabled (brSF redraws its magnitudes here, into
-      buffers). Never during evaluation or inside ``biofa.frozen_feedback``.
+    * ``refresh(layer)``: once after every optimisation step, at the next training
+      forward pass with gradients enabled, or right after the step when the layer runs
+      in a torch.compile graph (``biofa._steps``). brSF redraws its magnitudes here,
+      into buffers. Never during evaluation or inside ``biofa.frozen_feedback``.
     * ``after_forward(layer, x, out)``: a last look at the forward pass (DFA's hub).
     * ``teardown(layer)``: remove what ``setup`` registered.
 
