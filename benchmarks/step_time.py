@@ -9,16 +9,30 @@ round times each variant once for ``--steps`` steps, in a freshly shuffled order
 slow drifts of the machine (thermal, other jobs) hit all variants alike. Reported: the
 median over rounds of the per-step time and its ratio to the plain-torch median.
 
+With ``--compile`` every torch and biofa variant also runs as ``torch.compile(model,
+fullgraph=True)`` (``--compile-backend``, default inductor; ``--compile-mode``, torch.compile's
+``mode``, e.g. reduce-overhead for CUDA graphs on a GPU), in the same interleaved rounds as the
+eager ones. What is compiled is the model's forward pass, and with it the backward pass, which
+AOTAutograd traces from it; zero_grad, the loss's backward call and the optimiser step stay
+eager (the fused SGD is one call anyway). Compiled rows take the compiled plain model as their
+reference, eager rows the eager one. Compilation happens at a variant's first step, timed
+once and reported as compile seconds (with any disk cache of torch's compiler warm from an
+earlier run, far less than cold); the warm-up steps then run before the rounds. BioTorch
+rows stay eager only.
+
     python benchmarks/step_time.py                       # all methods, CPU (+ CUDA)
     python benchmarks/step_time.py --rounds 7 --markdown # table for a README
     python benchmarks/step_time.py --models resnet20 --methods fa,dfa --csv times.csv
     python benchmarks/step_time.py --device cuda --gpu-options  # + amp and channels_last rows
     python benchmarks/step_time.py --models lenet_mnist --phases  # + forward/backward/step split
+    python benchmarks/step_time.py --device cpu --compile --markdown  # + torch.compile rows
+    python benchmarks/step_time.py --device cuda --compile --compile-mode reduce-overhead
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import copy
 import csv
@@ -64,30 +78,51 @@ def biotorch_model(base, method, num_classes):
                          copy_weights=True, output_dim=num_classes)
 
 
-def make_variants(name, methods, device, use_biotorch, num_classes=10):
-    """(library, method, model) for every variant, all from the same initial weights."""
+def make_variants(name, methods, device, use_biotorch, num_classes=10, compile_options=None,
+                  channels_last=False):
+    """(library, method, model, mode) for every variant, all from the same initial weights;
+    mode is "eager", or "compiled" for the ``torch.compile``-d copies of the torch and biofa
+    variants made when ``compile_options`` (torch.compile's keyword arguments) is given.
+    ``channels_last`` converts the models' memory format (before compiling)."""
     torch.manual_seed(0)
     base = build(name, num_classes=num_classes)
-    variants = [("torch", "torch", copy.deepcopy(base))]
-    for method in methods:
+
+    def biofa_model(method):
         model = copy.deepcopy(base)
         options = {"input_size": input_shape(name)} if method == "dfa" else {}
         biofa.convert(model, method, **options)
-        variants.append(("biofa", method, model))
+        return model
+
+    variants = [("torch", "torch", copy.deepcopy(base), "eager")]
+    variants += [("biofa", method, biofa_model(method), "eager") for method in methods]
     if use_biotorch:
         for method in methods:
             if method in BIOTORCH_MODES:
-                variants.append(("biotorch", method, biotorch_model(base, method, num_classes)))
-    return [(lib, method, model.to(device).train()) for lib, method, model in variants]
+                variants.append(("biotorch", method, biotorch_model(base, method, num_classes),
+                                 "eager"))
+    if compile_options is not None:  # own copies: own weights, feedback and optimiser state
+        variants.append(("torch", "torch", copy.deepcopy(base), "compiled"))
+        variants += [("biofa", method, biofa_model(method), "compiled") for method in methods]
+    out = []
+    for lib, method, model, mode in variants:
+        model = model.to(device).train()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if mode == "compiled":
+            model = torch.compile(model, fullgraph=True, **compile_options)
+        out.append((lib, method, model, mode))
+    return out
 
 
-def make_step(model, lib, method, x, y, amp=False, fused=True):
+def make_step(model, lib, method, x, y, amp=False, fused=True, compiled=False):
     """One training step: zero_grad, forward, cross-entropy, backward, optimiser step
     (forward and loss under float16 autocast with ``amp``, as biofa train does on CUDA;
     SGD as biofa train builds it, fused unless ``fused`` is False).
 
     ``step(clock)`` with a list also appends the times at which each of the three phases
-    ended (for ``--phases``); ``step()`` times nothing.
+    ended (for ``--phases``); ``step()`` times nothing. A ``compiled`` model (what
+    ``torch.compile`` returned) has its step begin with ``cudagraph_mark_step_begin``, so
+    that reduce-overhead's CUDA graphs may reuse the previous step's memory.
     """
     opt = make_optimizer({"optimizer": {**OPTIMIZER, "fused": fused}}, model)
     # BioTorch's DFA computes the output error inside its forward pass
@@ -101,6 +136,8 @@ def make_step(model, lib, method, x, y, amp=False, fused=True):
             clock.append(time.perf_counter())
 
     def step(clock=None):
+        if compiled:
+            torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, enabled=amp):
             loss = F.cross_entropy(model(x, **kwargs), y)
@@ -129,30 +166,49 @@ def phases(variants, step_fns, rounds, steps, seed):
             for spans_i in spans]
 
 
-def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=False,
-          with_phases=False, fused=True):
-    """(library, method, median s/step, median ratio, spread, phases) per variant.
+Result = collections.namedtuple(
+    "Result", "lib method sec ratio spread split mode compile_s")
 
-    The ratio is taken round by round against plain torch timed in the same round, then
-    the median over rounds: a slow spell of the machine cancels out of each ratio.
-    ``phases`` is what ``phases()`` measures after the timed rounds, or None.
+
+def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=False,
+          with_phases=False, fused=True, compile_options=None):
+    """A ``Result`` per variant: library, method, median s/step, median ratio, spread,
+    phases, mode ("eager" or "compiled") and compile seconds (None for eager variants).
+
+    The ratio is taken round by round against plain torch of the same mode timed in the
+    same round, then the median over rounds: a slow spell of the machine cancels out of
+    each ratio. ``phases`` is what ``phases()`` measures after the timed rounds, or None.
+    With ``compile_options`` (torch.compile's keyword arguments) every torch and biofa
+    variant is also timed compiled; its first step, which compiles, is timed on its own
+    (the compile seconds) and followed by the usual warm-up steps.
     """
-    variants = make_variants(name, methods, device, use_biotorch)
+    # biofa train's amp + channels_last; BioTorch's Functions fail under autocast
+    variants = make_variants(name, methods, device, use_biotorch and not gpu_options,
+                             compile_options=compile_options, channels_last=gpu_options)
     torch.manual_seed(1)
     x = torch.randn(BATCH[name], *input_shape(name), device=device)
     y = torch.randint(0, 10, (BATCH[name],), device=device)
-    if gpu_options:  # biofa train's amp + channels_last; BioTorch's Functions fail under autocast
+    if gpu_options:
         x = x.contiguous(memory_format=torch.channels_last)
-        variants = [(lib, method, model.to(memory_format=torch.channels_last))
-                    for lib, method, model in variants if lib != "biotorch"]
-    step_fns = [make_step(model, lib, method, x, y, amp=gpu_options, fused=fused)
-                for lib, method, model in variants]
+    step_fns = [make_step(model, lib, method, x, y, amp=gpu_options, fused=fused,
+                          compiled=mode == "compiled")
+                for lib, method, model, mode in variants]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    for step in step_fns:
+    compile_s = [None] * len(variants)
+    for i, (step, (lib, method, _, mode)) in enumerate(zip(step_fns, variants)):
+        if mode == "compiled":
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            compile_s[i] = time.perf_counter() - t0
+            print(f"  {name} {device} compiled {method}: {compile_s[i]:.1f} s",
+                  file=sys.stderr)
         for _ in range(WARMUP):
             step()
     sync()
+    graphs = compiled_graphs() if compile_options is not None else None
     times = [[] for _ in variants]
     order = list(range(len(variants)))
     rng = random.Random(seed)
@@ -174,11 +230,23 @@ def bench(name, device, methods, rounds, steps, use_biotorch, seed, gpu_options=
     finally:
         gc.enable()
     print(file=sys.stderr)
-    reference = times[0]  # plain torch, timed in the same rounds
-    return [(lib, method, statistics.median(t),
-             statistics.median(a / b for a, b in zip(t, reference)),
-             spread([a / b for a, b in zip(t, reference)]), split and split[i])
-            for i, ((lib, method, _), t) in enumerate(zip(variants, times))]
+    if graphs is not None and compiled_graphs() != graphs:
+        print(f"# warning: {name} {device}: {compiled_graphs() - graphs} graph(s) compiled "
+              "during the timed rounds (recompiles); those rounds include compile time")
+    # plain torch of the same mode, timed in the same rounds
+    reference = {mode: times[i] for i, (lib, _, _, mode) in enumerate(variants)
+                 if lib == "torch"}
+    results = []
+    for i, ((lib, method, _, mode), t) in enumerate(zip(variants, times)):
+        ratios = [a / b for a, b in zip(t, reference[mode])]
+        results.append(Result(lib, method, statistics.median(t), statistics.median(ratios),
+                              spread(ratios), split and split[i], mode, compile_s[i]))
+    return results
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile has compiled so far in this process."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 def steady_allocator() -> bool:
@@ -216,17 +284,36 @@ def device_name(device):
     return platform.processor() or platform.machine()
 
 
-def table(results, methods, markdown):
-    """Rows = model/device/library, columns = methods (ratio to plain torch)."""
-    head = ["model", "device", "batch", "impl", "torch ms/step"] + list(methods)
+def table(results, methods, markdown, with_mode=False):
+    """Rows = model/device/library(/mode), columns = methods (ratio to plain torch of the
+    same mode); ``with_mode`` adds the mode column and, per compiled row, "compiled/eager":
+    the compiled plain model's time over the eager one's."""
+    head = (["model", "device", "batch", "impl"] + ["mode"] * with_mode + ["torch ms/step"]
+            + list(methods) + ["torch compiled/eager"] * with_mode)
     rows = []
     for (name, device), res in results.items():
-        ref = next(sec for lib, _, sec, *_ in res if lib == "torch")
-        for impl in ("biofa", "biotorch"):
-            cells = {method: ratio for lib, method, _, ratio, *_ in res if lib == impl}
+        refs = {r.mode: r.sec for r in res if r.lib == "torch"}
+        for impl, mode in (("biofa", "eager"), ("biotorch", "eager"), ("biofa", "compiled")):
+            cells = {r.method: r.ratio for r in res if r.lib == impl and r.mode == mode}
             if cells:
-                rows.append([name, device, str(BATCH[name]), impl, f"{ref * 1e3:.2f}"]
-                            + [f"{cells[m]:.2f}x" if m in cells else "-" for m in methods])
+                speedup = ([f"{refs[mode] / refs['eager']:.2f}x" if mode == "compiled" else "-"]
+                           if with_mode else [])
+                rows.append([name, device, str(BATCH[name]), impl] + [mode] * with_mode
+                            + [f"{refs[mode] * 1e3:.2f}"]
+                            + [f"{cells[m]:.2f}x" if m in cells else "-" for m in methods]
+                            + speedup)
+    return render(head, rows, markdown)
+
+
+def compile_table(results, methods, markdown):
+    """Seconds of every compiled variant's first step, which compiles it."""
+    head = ["model", "device", "compile s: torch"] + list(methods)
+    rows = []
+    for (name, device), res in results.items():
+        cells = {r.method: r.compile_s for r in res if r.mode == "compiled"}
+        if cells:
+            rows.append([name, device, f"{cells['torch']:.1f}"]
+                        + [f"{cells[m]:.1f}" if m in cells else "-" for m in methods])
     return render(head, rows, markdown)
 
 
@@ -246,19 +333,20 @@ def phase_table(results, markdown):
             "extra fwd/bwd/step us"]
     rows = []
     for (name, device), res in results.items():
-        ref = next(split for lib, _, _, _, _, split in res if lib == "torch")
-        for lib, method, _, _, _, split in res:
+        refs = {r.mode: r.split for r in res if r.lib == "torch"}
+        for lib, method, _, _, _, split, mode, _ in res:
             label = method if lib in ("biofa", "torch") else f"{lib}:{method}"
-            extra = "/".join(f"{a - b:+.0f}" for a, b in zip(split, ref))
+            label = label if mode == "eager" else f"compiled:{label}"
+            extra = "/".join(f"{a - b:+.0f}" for a, b in zip(split, refs[mode]))
             rows.append([name, device, label] + [f"{v:.0f}" for v in split] + [extra])
     return render(head, rows, markdown)
 
 
 def noise_note(results):
     """The noisiest variant's IQR/median over rounds; a busy machine shows up here."""
-    worst, label = max((spread, f"{name}/{device} {lib}:{method}")
-                       for (name, device), res in results.items()
-                       for lib, method, _, _, spread, _ in res)
+    worst, label = max((r.spread, f"{name}/{device} {r.lib}:{r.method}"
+                                  + (" compiled" if r.mode == "compiled" else ""))
+                       for (name, device), res in results.items() for r in res)
     verdict = "busy machine? rerun" if worst > 0.10 else "ok"
     return f"noisiest variant: {label}, IQR/median over rounds {worst:.0%} ({verdict})"
 
@@ -285,6 +373,14 @@ def main():
                         help="torch's per-parameter optimiser loop instead of the fused update")
     parser.add_argument("--keep-denormals", action="store_true",
                         help="no flush-to-zero on the CPU (noisier: see main)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile(model, fullgraph=True) of torch and "
+                             "every biofa method, against the compiled torch model")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile's backend (with --compile)")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile's mode, e.g. reduce-overhead or max-autotune "
+                             "(with --compile)")
     args = parser.parse_args()
 
     models = args.models.split(",")
@@ -320,6 +416,19 @@ def main():
         print(f"# biotorch not importable ({BIOTORCH_ERROR}); no biotorch rows. "
               "Try: pip install --no-deps biotorch==0.0.16")
 
+    compile_options = None
+    if args.compile:
+        compile_options = {"backend": args.compile_backend}
+        if args.compile_mode is not None:
+            compile_options["mode"] = args.compile_mode
+        # every method's model is one more graph of the same forward code (one per device
+        # and option set): more than dynamo's default limit of 8 before it gives up
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        print(f"# compiled rows: torch.compile(model, fullgraph=True, backend="
+              f"{args.compile_backend!r}, mode={args.compile_mode!r}) of the forward pass "
+              "(and the backward AOTAutograd derives), eager optimiser step; ratios to the "
+              "compiled plain model")
+
     runs = [(device, device, False) for device in devices]
     if args.gpu_options and "cuda" in devices:
         runs.append(("cuda", "cuda amp+channels_last", True))
@@ -328,8 +437,11 @@ def main():
         for name in models:
             results[(name, label)] = bench(name, device, methods, args.rounds, args.steps,
                                            use_biotorch, args.seed, gpu_options, args.phases,
-                                           fused=not args.unfused)
-    print(table(results, methods, args.markdown))
+                                           fused=not args.unfused,
+                                           compile_options=compile_options)
+    print(table(results, methods, args.markdown, with_mode=args.compile))
+    if args.compile:
+        print(compile_table(results, methods, args.markdown))
     if args.phases:
         print(phase_table(results, args.markdown))
     print(noise_note(results))
@@ -339,8 +451,9 @@ def main():
             writer = csv.writer(f)
             writer.writerow(["model", "device", "batch", "method", "median_ms", "ratio"])
             for (name, device), res in results.items():
-                for lib, method, sec, ratio, *_ in res:
+                for lib, method, sec, ratio, _, _, mode, _ in res:
                     label = method if lib != "biotorch" else f"biotorch:{method}"
+                    label = label if mode == "eager" else f"compiled:{label}"
                     writer.writerow([name, device, BATCH[name], label,
                                      f"{sec * 1e3:.3f}", f"{ratio:.3f}"])
 
