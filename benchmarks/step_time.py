@@ -40,6 +40,7 @@ import ctypes
 import datetime
 import gc
 import io
+import os
 import platform
 import random
 import statistics
@@ -47,13 +48,21 @@ import sys
 import time
 import warnings
 
-import torch
-import torch.nn.functional as F
+# Inductor's CPU kernels run OpenMP parallel regions whose idle threads spin by default; on a
+# small machine (2 cores here) they then compete with the eager variants' threads in the same
+# process: with --compile, LeNet's eager steps measured ~400 ms instead of ~5. Read once, when
+# the OpenMP runtime starts, so it is set before torch is imported; only with --compile.
+OMP_PASSIVE = "--compile" in sys.argv[1:] and "OMP_WAIT_POLICY" not in os.environ
+if OMP_PASSIVE:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-import biofa
-from biofa.study.config import DEFAULTS
-from biofa.models import build, input_shape
-from biofa.study.train import make_optimizer
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import biofa  # noqa: E402
+from biofa.study.config import DEFAULTS  # noqa: E402
+from biofa.models import build, input_shape  # noqa: E402
+from biofa.study.train import make_optimizer  # noqa: E402
 
 BATCH = {"lenet_mnist": 64, "resnet20": 128}
 # every variant's optimiser, built by biofa train's own make_optimizer (over its defaults)
@@ -427,7 +436,9 @@ def main():
         print(f"# compiled rows: torch.compile(model, fullgraph=True, backend="
               f"{args.compile_backend!r}, mode={args.compile_mode!r}) of the forward pass "
               "(and the backward AOTAutograd derives), eager optimiser step; ratios to the "
-              "compiled plain model")
+              "compiled plain model; OpenMP wait policy "
+              + ("PASSIVE (set by --compile)" if OMP_PASSIVE
+                 else os.environ.get("OMP_WAIT_POLICY", "default")))
 
     runs = [(device, device, False) for device in devices]
     if args.gpu_options and "cuda" in devices:
