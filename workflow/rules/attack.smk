@@ -20,7 +20,6 @@ rule attack:
         best=rules.train.output.best,
         plan=rules.attack_plan.output[0],
         source=transfer_source,
-        native=rules.native.output[0],
     output:
         run_attack_csvs(),
     log:
