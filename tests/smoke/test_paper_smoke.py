@@ -27,6 +27,8 @@ pytestmark = pytest.mark.smoke
 ROOT = Path(__file__).resolve().parents[2]
 #: The issue's budget on 2 CPU cores; the run is stopped at 1.5 times it.
 BUDGET_S = 20 * 60
+#: Disk the run needs: its checkpoints, most of it the ImageNet DFA run's two (8.8 GB each).
+DISK_NEEDED = 20e9
 PAPER = ["--configfile", "config/paper.yaml"]
 SMOKE = [*PAPER, "--config", "smoke=true"]
 #: a failed job's log goes into the output (and so into the assertion message)
@@ -38,6 +40,11 @@ def smoke(tmp_path_factory):
     """A project holding the workflow and configs, after one smoke run: (folder, output,
     wall seconds, the dry run's job counts of the full study)."""
     project = tmp_path_factory.mktemp("paper-smoke")
+    free = shutil.disk_usage(project).free
+    if free < DISK_NEEDED:
+        pytest.fail(f"the smoke run writes about {DISK_NEEDED / 1e9:.0f} GB (DFA's fixed "
+                    f"feedback matrices for ResNet-18 at 224 px are 8.7 GB, in best.pt and "
+                    f"last.pt) and {project} has {free / 1e9:.1f} GB free: free some space")
     for name in ("workflow", "config"):
         shutil.copytree(ROOT / name, project / name)
     full = snakemake(project, "-n", *PAPER, timeout=600)
