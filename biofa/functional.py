@@ -25,39 +25,25 @@ from . import _native, ops
 # The two Functions are written in the classic ``forward(ctx, ...)`` style: on CPU its
 # dispatch costs about a third of the ``setup_context`` style's, and per-layer Python
 # overhead is what separates a small network's step time from plain backprop
-# (benchmarks/step_time.py).
+# (benchmarks/step_time.py). What they keep and compute is biofa.ops's, shared.
 class _LinearFeedback(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, feedback, learn_feedback, clip):
-        ctx.save_for_backward(x, feedback)
-        ctx.learn_feedback, ctx.clip = learn_feedback, clip
+        ops.linear_setup(ctx, (x, weight, bias, feedback, learn_feedback, clip), None)
         return F.linear(x, weight, bias)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, feedback = ctx.saved_tensors
-        return ops.linear_grads(grad_out, x, feedback, ctx.clip, ctx.needs_input_grad,
-                                ctx.learn_feedback) + (None, None)
+    backward = staticmethod(ops.linear_backward)
 
 
 class _Conv2dFeedback(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, feedback, learn_feedback, clip, stride, padding, dilation,
                 groups):
-        # The weight gradient needs only the weight's shape: when no error is sent
-        # down, the weight stands in for B in the fused backward call.
-        ctx.save_for_backward(x, weight if feedback is None else feedback)
-        ctx.sends_error = feedback is not None
-        ctx.bias_size = None if bias is None else bias.shape[0]
-        ctx.learn_feedback, ctx.clip = learn_feedback, clip
-        ctx.conv = (stride, padding, dilation, groups)
+        ops.conv2d_setup(ctx, (x, weight, bias, feedback, learn_feedback, clip, stride, padding,
+                               dilation, groups), None)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, matrix = ctx.saved_tensors
-        return ops.conv2d_grads(grad_out, x, matrix, ctx.sends_error, ctx.bias_size, ctx.clip,
-                                ctx.conv, ctx.needs_input_grad, ctx.learn_feedback) + (None,) * 6
+    backward = staticmethod(ops.conv2d_backward)
 
 
 class _Python:

@@ -98,20 +98,21 @@ def _feedback_linear_fake(x, weight, bias, feedback, learn_feedback, clip):
     return F.linear(x, weight, bias)
 
 
-def _linear_setup(ctx, inputs, output) -> None:
+def linear_setup(ctx, inputs, output) -> None:
+    """What the linear layer's backward keeps (autograd's ``setup_context``)."""
     x, _, _, feedback, learn_feedback, clip = inputs
     ctx.save_for_backward(x, feedback)
     ctx.learn_feedback, ctx.clip = learn_feedback, clip
 
 
-def _linear_backward(ctx, grad_out):
+def linear_backward(ctx, grad_out):
     x, feedback = ctx.saved_tensors
     grads = linear_grads(grad_out, x, feedback, ctx.clip, ctx.needs_input_grad,
                          ctx.learn_feedback)
     return grads + (None, None)
 
 
-feedback_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
+feedback_linear.register_autograd(linear_backward, setup_context=linear_setup)
 
 
 @torch.library.custom_op("biofa::feedback_conv2d", mutates_args=())
@@ -128,7 +129,9 @@ def _feedback_conv2d_fake(x, weight, bias, feedback, learn_feedback, clip, strid
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def _conv2d_setup(ctx, inputs, output) -> None:
+def conv2d_setup(ctx, inputs, output) -> None:
+    """What the convolution's backward keeps: B, or the weight when no error is sent down
+    (the weight gradient needs only its shape)."""
     x, weight, bias, feedback, learn_feedback, clip, stride, padding, dilation, groups = inputs
     ctx.save_for_backward(x, weight if feedback is None else feedback)
     ctx.sends_error = feedback is not None
@@ -137,14 +140,14 @@ def _conv2d_setup(ctx, inputs, output) -> None:
     ctx.conv = (list(stride), list(padding), list(dilation), groups)
 
 
-def _conv2d_backward(ctx, grad_out):
+def conv2d_backward(ctx, grad_out):
     x, matrix = ctx.saved_tensors
     grads = conv2d_grads(grad_out, x, matrix, ctx.sends_error, ctx.bias_size, ctx.clip,
                          ctx.conv, ctx.needs_input_grad, ctx.learn_feedback)
     return grads + (None,) * 6
 
 
-feedback_conv2d.register_autograd(_conv2d_backward, setup_context=_conv2d_setup)
+feedback_conv2d.register_autograd(conv2d_backward, setup_context=conv2d_setup)
 
 
 # --- under torch.func transforms -------------------------------------------------------
@@ -158,8 +161,8 @@ class TransformLinear(torch.autograd.Function):
     def forward(x, weight, bias, feedback, learn_feedback, clip):
         return F.linear(x, weight, bias)
 
-    setup_context = staticmethod(_linear_setup)
-    backward = staticmethod(_linear_backward)
+    setup_context = staticmethod(linear_setup)
+    backward = staticmethod(linear_backward)
 
 
 class TransformConv2d(torch.autograd.Function):
@@ -172,5 +175,5 @@ class TransformConv2d(torch.autograd.Function):
                 groups):
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
-    setup_context = staticmethod(_conv2d_setup)
-    backward = staticmethod(_conv2d_backward)
+    setup_context = staticmethod(conv2d_setup)
+    backward = staticmethod(conv2d_backward)

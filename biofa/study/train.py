@@ -410,6 +410,7 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
                    workers=config["workers"], seed=config["seed"],
                    eval_batch_size=config["eval_batch_size"], device=device)
     model = build_model(config, device)
+    fixed = fixed_state(model)  # shared by the model and its best epoch's snapshot
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer)
     stepped = step_model(model, config)
@@ -426,8 +427,7 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
         state = {key: last[key] for key in ("history", "alignment", "best", "best_model", "status")}
         if state["best_model"] is not None:  # fixed since the start: the model's own
             current = model.state_dict()
-            state["best_model"] = {**state["best_model"],
-                                   **{key: current[key] for key in fixed_state(model)}}
+            state["best_model"] = {**state["best_model"], **{key: current[key] for key in fixed}}
         partial = last.get("partial")
         if partial is not None:
             partial = {**partial, "rng": last["rng"]}
@@ -442,7 +442,6 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
                  "status": {"status": "running", "epoch": 0}}
         io.save_torch(out / out.BEST, {"model": model.state_dict(), **state["best"]})
     record = _Record(out, device, fresh=last is None)
-    fixed = fixed_state(model)  # shared by the model and its best epoch's snapshot
 
     def checkpoint(epoch: int, **extra) -> None:
         io.save_torch(out / out.LAST, {
