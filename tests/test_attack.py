@@ -79,6 +79,107 @@ def test_attacks_are_deterministic(runs):
     pd.testing.assert_frame_equal(first, second)
 
 
+# ----------------------------------------------------------------------------- AutoAttack
+
+#: A cheap AutoAttack: few steps and queries, so that the tests stay fast on a CPU.
+CHEAP = dict(steps=3, queries=60)
+
+
+@pytest.fixture(scope="module")
+def autoattacked(runs):
+    """AutoAttack at eps 0 and 0.1 under both gradients, on the bp and the fa run."""
+    return {method: attack_run(runs / method, "autoattack", [0, 0.1], n=24, batch_size=12, **CHEAP)
+            for method in ("bp", "fa")}
+
+
+@pytest.mark.parametrize("method", ["bp", "fa"])
+def test_autoattack_rows_under_both_gradients(autoattacked, method):
+    frame = autoattacked[method]
+    assert list(frame.columns) == COLUMNS and len(frame) == 4
+    assert frame["gradient"].tolist() == ["feedback", "feedback", "true", "true"]
+    assert (frame["attack"] == "autoattack").all() and (frame["method"] == method).all()
+    assert (frame["steps"] == 3).all() and (frame["queries"] == 60).all()
+    assert (frame["n_images"] == 24).all() and frame["pixels"].isna().all()
+    assert (frame["robust_acc"] <= frame["clean_acc"]).all()
+    assert (frame["ci_low"] <= frame["robust_acc"]).all() and (frame["robust_acc"] <= frame["ci_high"]).all()
+    clean = frame[frame["eps"] == 0]
+    assert (clean["robust_acc"] == clean["clean_acc"]).all()
+
+
+def test_true_gradient_autoattack_lowers_a_bp_models_accuracy(autoattacked):
+    bp = autoattacked["bp"].set_index(["gradient", "eps"])
+    assert bp.loc[("true", 0.1), "robust_acc"] < bp.loc[("true", 0), "robust_acc"]
+    # bp's feedback gradient is the true one: the same attack, the same images
+    assert bp.loc[("true", 0.1), "robust_acc"] == bp.loc[("feedback", 0.1), "robust_acc"]
+
+
+def test_autoattack_is_at_least_as_strong_as_its_apgd(runs):
+    """AutoAttack's first attack is APGD-CE with the same steps; the others only add."""
+    auto = attack_run(runs / "bp", "autoattack", [0.05], n=24, gradients=("true",), **CHEAP)
+    apgd = attack_run(runs / "bp", "apgd", [0.05], n=24, gradients=("true",), steps=3)
+    assert auto["robust_acc"].item() <= apgd["robust_acc"].item()
+
+
+def test_autoattack_follows_the_threat_models_gradient(runs, monkeypatch):
+    """Every attack inside AutoAttack computes its gradients in true_gradient mode under
+    ``true`` and through the rule's feedback under ``feedback``."""
+    from biofa.layers import feedback_layers
+    from biofa.study import attack as attack_module
+
+    seen = []
+    build = attack_module._autoattack
+
+    def spying(torchattacks, model, eps, **kwargs):
+        atk = build(torchattacks, model, eps, **kwargs)
+        for inner in atk._autoattack.attacks:
+            def forward(*args, _inner=inner, _forward=inner.forward):
+                modes = {bool(layer.__dict__.get("plain_backward"))
+                         for _, layer in feedback_layers(model)}
+                seen.append((type(_inner).__name__, modes))
+                return _forward(*args)
+            inner.forward = forward
+        return atk
+
+    monkeypatch.setattr(attack_module, "_autoattack", spying)
+    for gradient in ("feedback", "true"):
+        seen.clear()
+        # eps 0.01: most images survive APGD-CE, so the later attacks run too
+        attack_run(runs / "fa", "autoattack", [0.01], n=12, gradients=(gradient,), steps=2,
+                   queries=20)
+        assert seen and {name for name, _ in seen} <= {"APGD", "APGDT", "FAB", "Square"}
+        assert all(modes == {gradient == "true"} for _, modes in seen), seen
+
+
+def test_autoattack_is_torchattacks_standard_version_with_its_budget_set():
+    import torch
+    import torchattacks
+
+    from biofa.study.attack import make_attack
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    atk = make_attack("autoattack", model, 0.1, steps=7, queries=90, seed=3, classes=4)
+    assert isinstance(atk, torchattacks.AutoAttack) and atk.version == "standard"
+    assert atk.norm == "Linf" and atk.eps == 0.1
+    inner = {type(a).__name__: a for a in atk._autoattack.attacks}
+    assert list(inner) == ["APGD", "APGDT", "FAB", "Square"]
+    assert [inner[name].steps for name in ("APGD", "APGDT", "FAB")] == [7, 7, 7]
+    assert inner["Square"].n_queries == 90
+    assert {a.seed for a in inner.values()} == {3}  # not the clock's
+    # targeted attacks aim at every wrong class of a 4-class model; at most 9 (standard)
+    assert inner["APGDT"].n_target_classes == inner["FAB"].n_target_classes == 3
+    wide = make_attack("autoattack", model, 0.1, classes=100)
+    assert {type(a).__name__: a for a in wide._autoattack.attacks}["APGDT"].n_target_classes == 9
+
+
+def test_autoattack_queries_default_to_the_standard_versions(runs, tmp_path):
+    out = tmp_path / "auto.csv"
+    assert main(["attack", str(runs / "bp"), "--attack", "autoattack", "--eps", "0", "--n", "8",
+                 "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert (frame["queries"] == 5000).all() and (frame["steps"] == 10).all()
+    assert (frame["robust_acc"] == frame["clean_acc"]).all()
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(attack="transfer", strengths=[0.1]), "--source BP_RUN_DIR"),
     (dict(attack="pgd", strengths=[0.1], gradients=("feedbak",)), "unknown gradient"),

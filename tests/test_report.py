@@ -561,6 +561,41 @@ def test_robustness_figure_splits_by_optimizer(drawn):
     assert len(stars(fig.axes[1])) == 6 and stars(fig.axes[3]) == []
 
 
+def autoattack_frame(methods=("bp", "fa")):
+    """pgd rows and AutoAttack rows under both gradients: AutoAttack lower than PGD, the true
+    gradient lower than the feedback one for fa only."""
+    frame = attack_frame(methods, (0, 1))
+    pgd = frame[frame.attack == "pgd"]
+    auto = pgd.assign(attack="autoattack", queries=5000.0)
+    masked = (auto.method == "fa") & (auto.gradient == "feedback")
+    auto["robust_acc"] = np.where(masked, auto.clean_acc, auto.robust_acc * 0.5)
+    auto["ci_low"], auto["ci_high"] = auto.robust_acc - 0.04, auto.robust_acc + 0.04
+    return pd.concat([pgd, auto], ignore_index=True)
+
+
+def test_robustness_figure_draws_autoattack(drawn):
+    fig = drawn("robustness", autoattack_frame())
+    assert_no_placeholder(fig)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "CIFAR-10 ResNet-20 SGD: PGD",
+        "CIFAR-10 ResNet-20 SGD: AutoAttack (10 steps, 5000 queries)"]
+    pgd, auto = fig.axes
+    assert auto.get_xlabel() == EPS_LABEL and auto.get_ylim() == (0, 100)
+    # each rule under the feedback (solid) and the true gradient (dashed), as PGD
+    assert lines_of(auto) == [(colour(m), ls) for m in ("bp", "fa") for ls in ("-", "--")]
+    np.testing.assert_allclose(line_of(auto, "bp", "-").get_xdata(), [0, 0.01, 0.03])
+    np.testing.assert_allclose(line_of(auto, "bp", "--").get_ydata(),
+                               0.5 * line_of(pgd, "bp", "--").get_ydata())
+    np.testing.assert_allclose(line_of(auto, "fa", "-").get_ydata(), [80, 80, 80])  # masked
+    assert (line_of(auto, "fa", "--").get_ydata()[1:] < 80).all()
+    labels, _ = legend_of(fig)
+    assert names.GRADIENT_LABELS["true"] in labels
+
+
+def test_autoattack_alone_makes_the_robustness_figure():
+    assert "robustness" in names.study_figures(["bp", "fa"], ["autoattack"])
+
+
 @pytest.mark.parametrize("name, x, xlabel, title, ys", [
     ("onepixel", [0, 1, 5], "pixels changed", "Robust accuracy under the OnePixel attack",
      [90, 81, 45]),

@@ -1,7 +1,7 @@
 """``biofa attack``: adversarial robustness of a trained run, through either gradient.
 
-White-box attacks (fgsm, pgd, tpgd, apgd) run under two threat models, the column
-``gradient`` of the output:
+White-box attacks (fgsm, pgd, tpgd, apgd, and autoattack: torchattacks' standard AutoAttack)
+run under two threat models, the column ``gradient`` of the output:
 
 * ``feedback``: the gradient the learning rule itself computes (through B, or DFA's
   projections) — the setting of Sanfiz & Akrout 2021;
@@ -27,8 +27,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from . import io
-from .names import (ATTACK_COLUMNS, ATTACKS, FIXED_THREAT_MODEL, GRADIENTS, ONEPIXEL_POPSIZE,
-                    ONEPIXEL_STEPS, PAPER_SQUARE_QUERIES, TRANSFER_GRADIENT, WHITE_BOX, run_keys)
+from .names import (ATTACK_COLUMNS, ATTACKS, AUTOATTACK, DEFAULT_QUERIES, FIXED_THREAT_MODEL,
+                    GRADIENT_ATTACKS, GRADIENTS, ONEPIXEL_POPSIZE, ONEPIXEL_STEPS,
+                    PAPER_SQUARE_QUERIES, TRANSFER_GRADIENT, run_keys)
 from .run import RunFolder
 from ..errors import UsageError
 
@@ -48,9 +49,26 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+#: The attacks whose rows record their ``steps`` (iterations) and ``queries``.
+STEPPED = ("pgd", "tpgd", "apgd", "transfer", AUTOATTACK)
+QUERIED = tuple(DEFAULT_QUERIES)
+
+#: AutoAttack's targeted attacks (APGD-T, FAB-T) aim at the ``n_classes - 1`` most likely
+#: wrong classes: 10 gives the standard version's 9 targets, fewer classes fewer targets.
+AUTOATTACK_CLASSES = 10
+
+
+def default_queries(attack: str) -> int:
+    """The query budget ``attack`` runs with unless told otherwise (any attack: the rows
+    record queries only for those of :data:`QUERIED`)."""
+    return DEFAULT_QUERIES.get(attack, PAPER_SQUARE_QUERIES)
+
+
 def make_attack(name: str, model, strength: float, *, steps: int = 10,
-                queries: int = PAPER_SQUARE_QUERIES, seed: int = 0, batch_size: int = 128):
-    """The torchattacks object for ``name`` at ``strength`` (eps in [0, 1], or pixels)."""
+                queries: int = PAPER_SQUARE_QUERIES, seed: int = 0, batch_size: int = 128,
+                classes: int = AUTOATTACK_CLASSES):
+    """The torchattacks object for ``name`` at ``strength`` (eps in [0, 1], or pixels);
+    ``classes``: the model's number of outputs (AutoAttack's targets)."""
     import torchattacks  # imported here so that `biofa --help` stays fast
 
     alpha = 2.5 * strength / steps  # Madry et al.'s step: the budget is reachable from any start
@@ -62,12 +80,36 @@ def make_attack(name: str, model, strength: float, *, steps: int = 10,
         return torchattacks.TPGD(model, eps=strength, alpha=alpha, steps=steps)
     if name == "apgd":
         return torchattacks.APGD(model, norm="Linf", eps=strength, steps=steps, seed=seed)
+    if name == AUTOATTACK:
+        return _autoattack(torchattacks, model, strength, steps=steps, queries=queries,
+                           seed=seed, classes=classes)
     if name == "square":
         return torchattacks.Square(model, norm="Linf", eps=strength, n_queries=queries, seed=seed)
     if name == "onepixel":
         return torchattacks.OnePixel(model, pixels=int(strength), steps=ONEPIXEL_STEPS,
                                      popsize=ONEPIXEL_POPSIZE, inf_batch=batch_size)
     raise UsageError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
+
+
+def _autoattack(torchattacks, model, eps: float, *, steps: int, queries: int, seed: int,
+                classes: int):
+    """torchattacks' standard L-inf AutoAttack with ``steps`` iterations of each of its
+    gradient attacks and ``queries`` for its Square.
+
+    torchattacks builds the four attacks (APGD-CE, APGD-T, FAB-T, Square) inside and runs
+    them through its MultiAttack, which hands each attack only the images every earlier
+    one left correctly classified; their iterations and queries are not arguments of
+    AutoAttack, so they are set on the attacks it built. A fixed seed: torchattacks draws
+    one from the clock without it, and reruns would differ.
+    """
+    attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
+                                     n_classes=min(classes, AUTOATTACK_CLASSES), seed=seed)
+    for inner in attack._autoattack.attacks:
+        if isinstance(inner, torchattacks.Square):
+            inner.n_queries = queries
+        else:
+            inner.steps = steps
+    return attack
 
 
 def check(attack: str, strengths: list[float], source, **counts: int) -> None:
@@ -153,7 +195,7 @@ class _Target:
         model, config = self.model, self.config
         crafter = self.crafter if attack == "transfer" else model
         batches = self.batches(n, batch_size)
-        if attack in WHITE_BOX:
+        if attack in GRADIENT_ATTACKS:
             threat_models = list(gradients)
         else:
             threat_models = [FIXED_THREAT_MODEL[attack]]
@@ -167,12 +209,14 @@ class _Target:
                 desc = f"{attack} {gradient} {strength:g}"
                 for x, y in tqdm(batches, desc=desc, leave=False, disable=not sys.stderr.isatty()):
                     x, y = x.to(self.device), y.to(self.device)
-                    clean = _predict(model, x) == y
+                    with torch.no_grad():
+                        logits = model(x)
+                    clean, classes = logits.argmax(dim=1) == y, logits.shape[1]
                     if strength == 0:
                         adversarial = x
                     else:
                         atk = make_attack(attack, crafter, strength, steps=steps, queries=queries,
-                                          seed=seed, batch_size=batch_size)
+                                          seed=seed, batch_size=batch_size, classes=classes)
                         with true_gradient(crafter) if gradient == "true" else nullcontext():
                             adversarial = atk(x, y)
                     robust = clean & (_predict(model, adversarial) == y)
@@ -183,8 +227,8 @@ class _Target:
                     **run_keys(config), "attack": attack, "gradient": gradient,
                     "eps": strength if attack != "onepixel" else math.nan,
                     "pixels": int(strength) if attack == "onepixel" else math.nan,
-                    "queries": queries if attack == "square" else math.nan,
-                    "steps": steps if attack in ("pgd", "tpgd", "apgd", "transfer") else math.nan,
+                    "queries": queries if attack in QUERIED else math.nan,
+                    "steps": steps if attack in STEPPED else math.nan,
                     "n_images": n, "clean_acc": clean_hits / n, "robust_acc": robust_hits / n,
                     "ci_low": low, "ci_high": high, "source": str(source) if source else ""})
         return pd.DataFrame(rows, columns=ATTACK_COLUMNS)
@@ -192,10 +236,15 @@ class _Target:
 
 def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: int = 500,
                gradients: tuple[str, ...] = GRADIENTS, source: str | Path | None = None,
-               steps: int = 10, queries: int = PAPER_SQUARE_QUERIES, batch_size: int = 128,
+               steps: int = 10, queries: int | None = None, batch_size: int = 128,
                seed: int = 0, device: str = "auto"):
     """Clean and robust accuracy of ``run_dir``'s best model, one row per (gradient, strength)
-    (a pandas DataFrame with the columns :data:`~biofa.study.names.ATTACK_COLUMNS`)."""
+    (a pandas DataFrame with the columns :data:`~biofa.study.names.ATTACK_COLUMNS`).
+
+    ``queries`` defaults to the attack's own (:data:`~biofa.study.names.DEFAULT_QUERIES`:
+    Square the paper's 50, AutoAttack's Square the standard 5000).
+    """
+    queries = default_queries(attack) if queries is None else queries
     check(attack, strengths, source, n=n, steps=steps, queries=queries, batch_size=batch_size)
     _check_gradients(gradients)
     if attack == "transfer":  # compare the two runs before loading either's weights
@@ -224,9 +273,11 @@ def plan(section: dict) -> dict[tuple[str, str], dict]:
     """(attack, gradient) -> that attack's options, for a study's ``attacks:`` section.
 
     The options are the section's keys, which are also ``biofa attack``'s option names:
-    ``eps`` (a list), ``steps``, ``queries``, ``pixels`` (a list). Every white-box attack
-    runs under every white-box gradient with ``white_box.eps`` and ``white_box.steps``;
-    each other attack (:data:`~biofa.study.names.FIXED_THREAT_MODEL`) takes its own
+    ``eps`` (a list), ``steps``, ``queries``, ``pixels`` (a list), ``n`` (the ``n_images``
+    of an attack's own section). Every white-box attack runs under every white-box gradient
+    with ``white_box.eps`` and ``white_box.steps``; AutoAttack under each of
+    ``autoattack.gradients`` with that section's ``eps``, ``steps``, ``queries`` and, when
+    it has them, its own ``n_images``; each other attack (:data:`~biofa.study.names.FIXED_THREAT_MODEL`) takes its own
     section's options and is left out when it has no strengths; transfer crafts PGD
     examples with the white-box steps, on the bp run of the target (``--source``, which
     the plan cannot know).
@@ -240,6 +291,13 @@ def plan(section: dict) -> dict[tuple[str, str], dict]:
     for attack in white["attacks"]:
         for gradient in white["gradients"]:
             planned[attack, gradient] = {"eps": list(white["eps"]), "steps": white["steps"]}
+    auto = section[AUTOATTACK]
+    if auto.get("eps"):
+        options = {"eps": list(auto["eps"]), "steps": auto["steps"], "queries": auto["queries"]}
+        if auto.get("n_images") is not None:
+            options["n"] = auto["n_images"]
+        for gradient in auto["gradients"]:
+            planned[AUTOATTACK, gradient] = dict(options)
     # each other attack has a section named after it; without strengths it is left out
     for attack, gradient in FIXED_THREAT_MODEL.items():
         settings = copy.deepcopy(section[attack])
@@ -270,8 +328,9 @@ def run_plan(run_dir: str | Path, section: dict, out_dir: str | Path, *,
     Writes ``out_dir/{attack}-{gradient}.csv`` for each (atomically, each as soon as it
     is done), the same file ``biofa attack DIR --attack A --gradient G`` with the same
     options writes. ``section`` is validated, as for :func:`plan`; ``n``, ``batch_size``
-    and ``seed`` default to its ``n_images``, ``batch_size`` and ``seed``. Everything is
-    checked before anything loads. Returns the paths written.
+    and ``seed`` default to its ``n_images``, ``batch_size`` and ``seed``; an attack with
+    images of its own (``autoattack.n_images``) attacks the first of them, at most ``n``.
+    Everything is checked before anything loads. Returns the paths written.
     """
     planned = plan(section)
     n = section["n_images"] if n is None else n
@@ -281,11 +340,12 @@ def run_plan(run_dir: str | Path, section: dict, out_dir: str | Path, *,
     for (attack, gradient), options in planned.items():
         strengths = options.get("pixels" if attack == "onepixel" else "eps", [])
         kwargs = {"steps": options.get("steps", 10),
-                  "queries": options.get("queries", PAPER_SQUARE_QUERIES)}
+                  "queries": options.get("queries", default_queries(attack)),
+                  "n": min(options.get("n", n), n)}
         if attack == "transfer" and source is None:
             raise UsageError("the plan has transfer attacks (attacks.transfer.eps): give the "
                              "backpropagation run to craft the examples on, --source BP_RUN_DIR")
-        check(attack, strengths, source, n=n, batch_size=batch_size, **kwargs)
+        check(attack, strengths, source, batch_size=batch_size, **kwargs)
         jobs.append((attack, gradient, strengths, kwargs))
     transfer = any(attack == "transfer" for attack, *_ in jobs)
     if transfer:
@@ -294,8 +354,8 @@ def run_plan(run_dir: str | Path, section: dict, out_dir: str | Path, *,
     target.batches(n, batch_size)  # too many images: refused before the first attack
     written = []
     for attack, gradient, strengths, kwargs in jobs:
-        gradients = (gradient,) if attack in WHITE_BOX else GRADIENTS
-        frame = target.attack(attack, strengths, n=n, gradients=gradients,
+        gradients = (gradient,) if attack in GRADIENT_ATTACKS else GRADIENTS
+        frame = target.attack(attack, strengths, gradients=gradients,
                               batch_size=batch_size, seed=seed,
                               source=source if attack == "transfer" else None, **kwargs)
         path = Path(out_dir) / plan_file(attack, gradient)

@@ -190,9 +190,8 @@ def cmd_attack(args) -> int:
     if args.out is None or args.out_dir is not None:
         raise UsageError("--attack writes one CSV: give --out FILE.csv (--out-dir is for --plan)")
     from .attack import attack_to_csv
-    from .names import PAPER_SQUARE_QUERIES
 
-    for key, value in {**_SINGLE_DEFAULTS, "queries": PAPER_SQUARE_QUERIES}.items():
+    for key, value in _SINGLE_DEFAULTS.items():  # queries: the attack's own default
         if getattr(args, key) is None:
             setattr(args, key, value)
     strengths = args.pixels if args.attack == "onepixel" else args.eps
@@ -434,7 +433,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_evaluate)
 
-    from .names import ATTACKS, PAPER_SQUARE_QUERIES
+    from .names import ATTACKS, AUTOATTACK_QUERIES, AUTOATTACK_STEPS, PAPER_SQUARE_QUERIES
     p = sub.add_parser("attack", help="adversarial robustness of a run's best checkpoint",
                        description="One attack (--attack NAME --out FILE.csv), or every attack "
                                    "of a study's attacks: section (--plan ATTACKS.yaml --out-dir "
@@ -454,9 +453,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient",
                    help="white-box threat models: feedback, true or both (default both)")
     p.add_argument("--source", help="transfer: the backpropagation run that crafts the examples")
-    p.add_argument("--steps", type=int, help="iterations of pgd/tpgd/apgd (default 10)")
+    p.add_argument("--steps", type=int,
+                   help=f"iterations of pgd/tpgd/apgd, and of autoattack's APGD-CE, APGD-T and "
+                        f"FAB-T (default 10; {AUTOATTACK_STEPS} is torchattacks' standard "
+                        f"AutoAttack, the original code runs 100)")
     p.add_argument("--queries", type=int,
-                   help=f"square: query budget (default {PAPER_SQUARE_QUERIES}, the paper's; library default 5000)")
+                   help=f"square: query budget (default {PAPER_SQUARE_QUERIES}, the paper's; library "
+                        f"default 5000); autoattack: its Square's (default {AUTOATTACK_QUERIES}, "
+                        f"the standard version's)")
     p.add_argument("--batch-size", type=int, help="default 128; with --plan: its batch_size")
     p.add_argument("--seed", type=int, help="default 0; with --plan: its seed")
     p.add_argument("--device", default="auto")

@@ -37,9 +37,9 @@ from ..errors import UsageError
 from ..methods import PAPER_METHODS
 from .collect import read_csv
 from .names import (
-    FIGURE_FORMATS, GRADIENT_LABELS, GRADIENT_STYLES, INIT_NAMES, INIT_PALETTE, KEYS, PALETTE,
-    PAPER_INIT, ROBUSTNESS_ATTACKS, method_label, multi_init_settings, order, ordered_methods,
-    rows_of, setting_inits, setting_label, settings_of)
+    AUTOATTACK, FIGURE_FORMATS, GRADIENT_LABELS, GRADIENT_STYLES, INIT_NAMES, INIT_PALETTE, KEYS,
+    PALETTE, PAPER_INIT, ROBUSTNESS_ATTACKS, method_label, multi_init_settings, order,
+    ordered_methods, rows_of, setting_inits, setting_label, settings_of)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -511,9 +511,23 @@ def _attack_rows(attacks: pd.DataFrame, names, figure: str, x: str) -> pd.DataFr
     return frame
 
 
+def _attack_title(attack: str, rows: pd.DataFrame) -> str:
+    """A robustness panel's attack, with the budget that sets its strength beyond eps."""
+    queries = rows["queries"].dropna()
+    steps = rows["steps"].dropna() if "steps" in rows.columns else ()
+    if attack == "square":
+        return f"Square ({int(queries.iloc[0])} queries)" if len(queries) else "Square"
+    if attack == AUTOATTACK:
+        budget = ([f"{int(steps.iloc[0])} steps"] if len(steps) else []) + (
+            [f"{int(queries.iloc[0])} queries"] if len(queries) else [])
+        return "AutoAttack" + (f" ({', '.join(budget)})" if budget else "")
+    return attack.upper()
+
+
 @_themed
 def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
-    """Robust accuracy vs eps for the white-box attacks and Square: a column per attack.
+    """Robust accuracy vs eps for the white-box attacks, AutoAttack and Square: a column per
+    attack.
 
     Feedback-gradient attacks are solid, true-gradient attacks dashed, in the same panel:
     a rule robust only under the solid line is masking its gradient. Lines are the mean
@@ -522,7 +536,7 @@ def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
     """
     title = "Robust accuracy under white-box attacks and Square"
     frame = _attack_rows(attacks, ROBUSTNESS_ATTACKS, "robustness", "eps")
-    _nonempty(frame, "robustness", "white-box or Square results")
+    _nonempty(frame, "robustness", "white-box, AutoAttack or Square results")
     reference = _load_robustness_reference(reference)
     names = order(frame["attack"], ROBUSTNESS_ATTACKS)
     settings, methods = _attack_settings(frame), ordered_methods(frame["method"])
@@ -541,10 +555,7 @@ def draw_robustness(attacks: pd.DataFrame, reference=None) -> Figure:
                 published |= _published_points(ax, reference, setting, "square", "eps")
             if data.empty:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
-            queries = data["queries"].dropna()
-            name = (f"Square ({int(queries.iloc[0])} queries)" if attack == "square" and len(queries)
-                    else "Square" if attack == "square" else attack.upper())
-            ax.set(title=f"{setting_label(*setting)}: {name}", xlabel="ε (L∞, images in [0, 1])",
+            ax.set(title=f"{setting_label(*setting)}: {_attack_title(attack, data)}", xlabel="ε (L∞, images in [0, 1])",
                    ylabel="robust accuracy (%)" if col == 0 else "", ylim=(0, 100))
     solid = " / ".join(GRADIENT_LABELS[g] for g in ("feedback", "none") if g in gradients)
     extra = [Line2D([], [], color="#555555", ls=ls, label=label)

@@ -18,13 +18,24 @@ from ..methods import PAPER_METHODS
 # ----------------------------------------------------------------------------- attacks
 
 WHITE_BOX = ("fgsm", "pgd", "tpgd", "apgd")
+#: AutoAttack (Croce & Hein 2020), torchattacks' standard L-inf ensemble (APGD-CE, APGD-T,
+#: FAB-T, Square): a white-box attack under both gradients like :data:`WHITE_BOX`, with a
+#: section of its own in a study's attacks (its images, steps and queries set its cost).
+AUTOATTACK = "autoattack"
+#: The attacks that follow one of :data:`GRADIENTS` (the ``gradient`` column).
+GRADIENT_ATTACKS = WHITE_BOX + (AUTOATTACK,)
 BLACK_BOX = ("square", "onepixel")
-ATTACKS = WHITE_BOX + BLACK_BOX + ("transfer",)
+ATTACKS = GRADIENT_ATTACKS + BLACK_BOX + ("transfer",)
 GRADIENTS = ("feedback", "true")
 
 #: The paper's black-box settings: Square with 50 queries, OnePixel with DE steps 30, popsize 150.
 PAPER_SQUARE_QUERIES = 50
 ONEPIXEL_STEPS, ONEPIXEL_POPSIZE = 30, 150
+#: torchattacks' standard AutoAttack: 10 iterations of APGD-CE, APGD-T and FAB-T (the
+#: original code runs 100), Square with 5000 queries.
+AUTOATTACK_STEPS, AUTOATTACK_QUERIES = 10, 5000
+#: The query budget of each attack that has one, unless a command or config sets it.
+DEFAULT_QUERIES = {"square": PAPER_SQUARE_QUERIES, AUTOATTACK: AUTOATTACK_QUERIES}
 
 #: A row's run is keyed by method, model, dataset, optimizer, init and seed: SGD and Adam
 #: models (or Xavier and Kaiming ones) of one architecture are different settings, never
@@ -68,7 +79,7 @@ INIT_PALETTE = {"xavier": "#1b9e77", "default": "#7570b3", "kaiming": "#d95f02"}
 
 FIGURE_NAMES = ("training", "initialization", "alignment", "alignment_layers",
                 "alignment_per_layer", "robustness", "onepixel", "transfer")
-ROBUSTNESS_ATTACKS = tuple(WHITE_BOX) + ("square",)
+ROBUSTNESS_ATTACKS = tuple(GRADIENT_ATTACKS) + ("square",)
 GRADIENT_STYLES = {"feedback": "-", "true": "--", "none": "-", "transfer": "-"}
 GRADIENT_LABELS = {"feedback": "feedback gradient (the rule's own)",
                    "true": "true gradient (exact backprop)",

@@ -30,7 +30,7 @@ import jsonschema
 import yaml
 
 from ..errors import ConfigError
-from .names import KEYS, RUN_FOLDER
+from .names import KEYS, PAPER_SQUARE_QUERIES, RUN_FOLDER
 
 RUN_KEYS = tuple(KEYS)
 """The wildcards of a run: its folder is ``{dataset}/{model}/{optimizer}/{init}/{method}/seed{seed}``."""
@@ -66,7 +66,7 @@ def schema() -> dict:
     from . import config as run_config
     from .config import DEFAULTS
     from ..methods import INITS
-    from .names import GRADIENTS, PAPER_SQUARE_QUERIES, WHITE_BOX
+    from .names import AUTOATTACK_QUERIES, AUTOATTACK_STEPS, GRADIENTS, WHITE_BOX
 
     run = copy.deepcopy(run_config.schema()["properties"])
     method = {"enum": list(run["method"]["enum"])}
@@ -149,6 +149,17 @@ def schema() -> dict:
             "eps": {"$ref": "#/definitions/strengths"},
             "steps": {**count, "default": 10},
         }, default={}),
+        "autoattack": _object({
+            "eps": {"$ref": "#/definitions/strengths"},
+            "gradients": _list({"enum": list(GRADIENTS)}, default=list(GRADIENTS)),
+            "n_images": {**count, "description": "the first N of the attacked images "
+                                                 "(default: attacks.n_images, at most it)"},
+            "steps": {**count, "default": AUTOATTACK_STEPS,
+                      "description": "iterations of APGD-CE, APGD-T and FAB-T"},
+            "queries": {**count, "default": AUTOATTACK_QUERIES,
+                        "description": "queries of its Square"},
+        }, default={}, description="torchattacks' standard L-inf AutoAttack under each "
+                                   "gradient; left out without eps"),
         "square": _object({
             "eps": {"$ref": "#/definitions/strengths"},
             "queries": {**count, "default": PAPER_SQUARE_QUERIES},
@@ -485,13 +496,20 @@ def _check_attacks(config: dict, every: list[tuple[int, dict]]) -> None:
                     f"{'/'.join(setting)} (attacks.targets[{t}]) trains no bp for seed "
                     f"{', '.join(map(str, seeds))}; add bp to its experiment's methods or "
                     f"leave attacks.transfer.eps empty")
-    _check_white_box(attacks["white_box"])
+    _check_sections(attacks)
 
 
-def _check_white_box(white: dict) -> None:
+def _check_sections(attacks: dict) -> None:
+    """White-box attacks have strengths; AutoAttack's images are among the attacked ones."""
+    white = attacks["white_box"]
     if white["attacks"] and white["gradients"] and not white.get("eps"):
         raise ConfigError("config key 'attacks.white_box.eps' is missing; white-box attacks "
                           "need their strengths (allowed: a list of numbers from 0 to 1)")
+    own = attacks["autoattack"].get("n_images")
+    if own is not None and own > attacks["n_images"]:
+        raise ConfigError(f"config key 'attacks.autoattack.n_images': got {own}, more than "
+                          f"the {attacks['n_images']} of attacks.n_images; allowed: an integer "
+                          f"from 1 to {attacks['n_images']}")
 
 
 def validate_attacks(section) -> dict:
@@ -500,7 +518,8 @@ def validate_attacks(section) -> dict:
     'attacks.square.queries': got 0; allowed: an integer >= 1``): what ``biofa attack
     --plan`` reads.
 
-    Checks the study schema's ``attacks`` part and that white-box attacks have strengths;
+    Checks the study schema's ``attacks`` part, that white-box attacks have strengths and
+    that AutoAttack's own images are among the attacked ones;
     the checks that need the study's experiments (targets trained, a bp run for each
     transfer target) are ``validate_study``'s.
     """
@@ -517,7 +536,7 @@ def validate_attacks(section) -> dict:
     if errors:
         raise ConfigError(_explain(_first(errors), validator))
     _fill(validator.schema, wrapped, validator.schema)
-    _check_white_box(wrapped["attacks"]["white_box"])
+    _check_sections(wrapped["attacks"])
     return wrapped["attacks"]
 
 
@@ -585,7 +604,8 @@ def smoke_study(config: dict) -> dict:
     real size and every key of its experiments (batch sizes, channels_last, amp ...), but
     runs each job on one thread (and at most one loader worker) and trains one epoch on the stand-in data that ``biofa data NAME --stand-in`` writes in
     each data set's real on-disk format (below ``data_root``/stand-in, so stand-in files
-    never mix with downloaded ones), and attacks :data:`SMOKE_IMAGES` images per attack.
+    never mix with downloaded ones), and attacks :data:`SMOKE_IMAGES` images per attack
+    (AutoAttack's Square with at most the paper's 50 queries).
     Results go to ``results``-smoke. It is run before booking GPU time for the real study:
     ``snakemake --cores 2 --configfile config/paper.yaml --config smoke=true``.
     """
@@ -605,6 +625,12 @@ def smoke_study(config: dict) -> dict:
     attacks = config["attacks"]
     attacks["n_images"] = min(attacks["n_images"], SMOKE_IMAGES)
     attacks["batch_size"] = min(attacks["batch_size"], SMOKE_IMAGES)
+    auto = attacks["autoattack"]
+    if "n_images" in auto:
+        auto["n_images"] = min(auto["n_images"], SMOKE_IMAGES)
+    # AutoAttack's Square on the budget of the study's own Square: its 5000 queries on
+    # every image still standing would be most of the smoke run's time
+    auto["queries"] = min(auto["queries"], PAPER_SQUARE_QUERIES)
     attacks.setdefault("resources", {})["threads"] = 1
     return config
 
