@@ -313,8 +313,14 @@ def test_the_plan_of_the_paper_study():
     section = _section("paper.yaml")
     planned = plan(section)
     white = section["white_box"]
+    auto = section["autoattack"]
     assert list(planned) == ([(a, g) for a in white["attacks"] for g in white["gradients"]]
+                             + [("autoattack", g) for g in auto["gradients"]]
                              + list(FIXED_THREAT_MODEL.items()))
+    assert tuple(auto["gradients"]) == GRADIENTS and auto["eps"] == white["eps"]
+    for gradient in GRADIENTS:  # torchattacks' standard settings, on every attacked image
+        assert planned["autoattack", gradient] == {"eps": white["eps"], "steps": 10,
+                                                    "queries": 5000}
     assert set(white["attacks"]) == set(WHITE_BOX) and tuple(white["gradients"]) == GRADIENTS
     for attack in WHITE_BOX:
         assert planned[attack, "true"] == {"eps": white["eps"], "steps": white["steps"]}
@@ -352,6 +358,10 @@ def test_the_plan_fills_defaults_and_leaves_out_attacks_without_strengths():
     ({"transfer": {"eps": [2]}}, "config key 'attacks.transfer.eps[0]': got 2"),
     ({"white_box": {"attacks": ["pgd"]}}, "config key 'attacks.white_box.eps' is missing"),
     ([1, 2], "an attacks section is a mapping"),
+    ({"n_images": 10, "autoattack": {"eps": [0.1], "n_images": 20}},
+     "config key 'attacks.autoattack.n_images': got 20, more than the 10 of attacks.n_images"),
+    ({"autoattack": {"eps": [0.1], "queries": 0}},
+     "config key 'attacks.autoattack.queries': got 0; allowed: an integer >= 1"),
 ])
 def test_a_bad_plan_is_one_named_error(runs, tmp_path, capsys, section, message):
     from biofa.errors import ConfigError
@@ -426,6 +436,28 @@ def test_a_plan_writes_what_each_single_attack_writes(runs, tmp_path, capsys):
     frame = pd.read_csv(out / "transfer-transfer.csv")
     assert frame["source"].tolist() == [str(runs / "bp")] * 2 and (frame["n_images"] == 12).all()
     assert pd.read_csv(out / "pgd-true.csv", dtype=str)["gradient"].tolist() == ["true", "true"]
+
+
+def test_a_plan_runs_autoattack_on_its_own_images(runs, tmp_path):
+    """autoattack.n_images: AutoAttack on the first of the attacked images, under each of its
+    gradients, with its steps and queries; the other attacks keep attacks.n_images."""
+    from biofa.study.attack import run_plan
+    from biofa.study.study_config import validate_attacks
+
+    section = validate_attacks({
+        "n_images": 12, "batch_size": 6,
+        "white_box": {"attacks": ["pgd"], "eps": [0, 0.1], "steps": 3},
+        "autoattack": {"eps": [0, 0.1], "gradients": ["true"], "n_images": 6, **CHEAP}})
+    written = run_plan(runs / "bp", section, tmp_path)
+    assert [p.name for p in written] == ["pgd-feedback.csv", "pgd-true.csv", "autoattack-true.csv"]
+    auto = pd.read_csv(tmp_path / "autoattack-true.csv", dtype={"gradient": str})
+    assert (auto["n_images"] == 6).all() and (auto["queries"] == 60).all()
+    assert (auto["steps"] == 3).all() and auto["gradient"].tolist() == ["true", "true"]
+    single = attack_run(runs / "bp", "autoattack", [0, 0.1], n=6, batch_size=6,
+                        gradients=("true",), **CHEAP)
+    numbers = ["eps", "n_images", "clean_acc", "robust_acc", "ci_low", "ci_high"]
+    pd.testing.assert_frame_equal(auto[numbers], single[numbers], check_dtype=False)
+    assert (pd.read_csv(tmp_path / "pgd-true.csv")["n_images"] == 12).all()
 
 
 def test_threads_option_sets_torchs_threads_and_refuses_nonsense(capsys):

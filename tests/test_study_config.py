@@ -457,5 +457,8 @@ def test_smoke_keeps_every_run_and_attack_and_shrinks_only_time():
     assert smoke["attacks"]["n_images"] == study_config.SMOKE_IMAGES
     for key in ("targets", "white_box", "square", "onepixel", "transfer"):
         assert smoke["attacks"][key] == full["attacks"][key]
+    # AutoAttack on the same grid and gradients, its Square on the study's Square budget
+    auto, full_auto = smoke["attacks"]["autoattack"], full["attacks"]["autoattack"]
+    assert auto == {**full_auto, "queries": full["attacks"]["square"]["queries"]}
     assert full["smoke"] is False
     assert "smoke" in check({**raw, "smoke": "yes"})

@@ -104,11 +104,11 @@ def test_paper_config_lists_every_training_run():
     # inits (56). Each train job also tests its run.
     assert counts["train"] == 63 + 56 and counts["data"] == 4 and "evaluate" not in counts
     assert counts["init_table"] == 1
-    # ResNet-20 SGD xavier: one job per method, each writing 4 white-box attacks x 2
-    # gradients + square + onepixel + transfer
+    # ResNet-20 SGD xavier: one job per method, each writing 4 white-box attacks and
+    # AutoAttack x 2 gradients + square + onepixel + transfer
     assert counts["attack"] == 7
     attacks = [job for job in planned_jobs(result.stdout) if job["rule"] == "attack"]
-    assert sum(len(job["output"]) for job in attacks) == 7 * 11
+    assert sum(len(job["output"]) for job in attacks) == 7 * 13
     assert all("/resnet20/sgd/xavier/" in job["output"][0] for job in attacks)
 
 

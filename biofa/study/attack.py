@@ -291,7 +291,7 @@ def plan(section: dict) -> dict[tuple[str, str], dict]:
     for attack in white["attacks"]:
         for gradient in white["gradients"]:
             planned[attack, gradient] = {"eps": list(white["eps"]), "steps": white["steps"]}
-    auto = section[AUTOATTACK]
+    auto = section.get(AUTOATTACK, {})  # a section of an older study has none
     if auto.get("eps"):
         options = {"eps": list(auto["eps"]), "steps": auto["steps"], "queries": auto["queries"]}
         if auto.get("n_images") is not None:

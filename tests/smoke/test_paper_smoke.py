@@ -111,8 +111,8 @@ def test_every_attack_table_figure_and_the_report_exist(smoke):
     results = project / config["results"]
     robustness = pd.read_csv(results / "tables" / "robustness.csv")
     assert set(robustness["method"]) == set(config["experiments"][0]["methods"])
-    assert set(robustness["attack"]) == {"fgsm", "pgd", "tpgd", "apgd", "square", "onepixel",
-                                         "transfer"}
+    assert set(robustness["attack"]) == {"fgsm", "pgd", "tpgd", "apgd", "autoattack", "square",
+                                         "onepixel", "transfer"}
     square = robustness[robustness["attack"] == "square"]
     assert square.groupby("method")["eps"].nunique().eq(30).all()
     assert (robustness["n_images"] == study_config.SMOKE_IMAGES).all()
