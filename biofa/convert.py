@@ -12,8 +12,8 @@ from .methods import METHODS, DFAHub, get_rule
 from .methods.base import check_init
 from .errors import UsageError
 
-#: Options only ``dfa`` takes: the projections need the network's output size and the
-#: per-sample input shape of every layer.
+#: Options only the direct rules (``Rule.direct``: dfa, drtp, dkp) take: the projections
+#: need the network's output size and the per-sample input shape of every layer.
 DFA_OPTIONS = ("num_classes", "input_size", "output_layer")
 
 
@@ -37,14 +37,17 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _check_options(method: str, options: dict) -> None:
-    get_rule(method)
-    valid = LAYER_OPTIONS + (DFA_OPTIONS if method == "dfa" else ())
+def _check_options(method: str, options: dict) -> bool:
+    """Refuse options ``method`` does not take; whether it is a direct rule."""
+    direct = get_rule(method).direct
+    valid = LAYER_OPTIONS + (DFA_OPTIONS if direct else ())
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        hint = f" ({', '.join(DFA_OPTIONS)} are for dfa only)" if method != "dfa" else ""
+        rules = ", ".join(name for name, rule in METHODS.items() if rule.direct)
+        hint = "" if direct else f" ({', '.join(DFA_OPTIONS)} are for the direct rules only: {rules})"
         raise UsageError(f"unknown option(s) {', '.join(map(repr, unknown))} for method "
                          f"{method!r}; valid options: {', '.join(valid)}{hint}")
+    return direct
 
 
 def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -62,7 +65,8 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], dict[str, int]]:
+def _shapes(model: nn.Module, targets, input_size,
+            method: str) -> tuple[dict[str, tuple], dict[str, int]]:
     """Per-sample input shape and output numel of each target layer, by a dry run.
 
     The probe is made like the model's first floating-point parameter, on its device and
@@ -90,7 +94,7 @@ def _shapes(model: nn.Module, targets, input_size) -> tuple[dict[str, tuple], di
             hook.remove()
     unused = [name for name, _ in targets if name not in shapes]
     if unused:
-        raise UsageError(f"dfa: layers {unused} are not used in the forward pass; "
+        raise UsageError(f"{method}: layers {unused} are not used in the forward pass; "
                          "remove them or convert them yourself")
     return shapes, outputs
 
@@ -103,12 +107,13 @@ def convert(model: nn.Module, method: str, **options) -> ConversionReport:
     other modules (batch norm, pooling, attention) stay on exact gradients.
 
     Options for every method: ``init`` (None, "xavier", "kaiming"), ``gradient_clip``,
-    ``constrain_weights``. For ``dfa`` also: ``num_classes`` (checked against the model
+    ``constrain_weights``. For the direct rules (``dfa``, ``drtp``, ``dkp``) also:
+    ``num_classes`` (checked against the model
     when the output size is known), ``input_size`` (per-sample shape such as (3, 32, 32);
     required when the model has convolutions or non-flat inputs) and ``output_layer``
     (its name; default the last Linear/Conv2d in module order).
     """
-    _check_options(method, options)
+    direct = _check_options(method, options)
     check_init(options.get("init"))
     dfa = {key: options.pop(key) for key in DFA_OPTIONS if key in options}
     targets = _targets(model)
@@ -118,15 +123,15 @@ def convert(model: nn.Module, method: str, **options) -> ConversionReport:
     if options.get("init") is not None:
         for _, module in targets:  # every W before any B: one seed, one start, any method
             redraw_parameters_(module, options["init"])
-    if method == "dfa":
-        setup_dfa = _DFAPlan(model, targets, **dfa)
+    if direct:
+        setup_dfa = _DFAPlan(model, targets, method, **dfa)
         report.output_layer = setup_dfa.output
     for name, module in targets:
         cls = Conv2d if isinstance(module, nn.Conv2d) else Linear
         new = cls.from_module(module, method, redraw_weights=False, **options)
         _swap(model, name, new)
         report.converted.append((name, type(module).__name__))
-        if method == "dfa":
+        if direct:
             setup_dfa(name, new)
     converted = {name for name, _ in targets}
     report.kept = [(name, type(m).__name__) for name, m in model.named_modules()
@@ -136,26 +141,27 @@ def convert(model: nn.Module, method: str, **options) -> ConversionReport:
 
 
 class _DFAPlan:
-    """Where each DFA layer's projection lands; attaches layers to one shared hub."""
+    """Where each direct layer's projection lands; attaches layers to one shared hub."""
 
-    def __init__(self, model, targets, num_classes=None, input_size=None, output_layer=None):
+    def __init__(self, model, targets, method, num_classes=None, input_size=None,
+                 output_layer=None):
         names = [name for name, _ in targets]
         self.output = output_layer or names[-1]
         if self.output not in names:
-            raise UsageError(f"dfa: output_layer {self.output!r} is not a Linear/Conv2d of the "
+            raise UsageError(f"{method}: output_layer {self.output!r} is not a Linear/Conv2d of the "
                              f"model; candidates: {', '.join(names)}")
         if input_size is not None:
-            self.shapes, outputs = _shapes(model, targets, tuple(input_size))
+            self.shapes, outputs = _shapes(model, targets, tuple(input_size), method)
             outputs = outputs[self.output]  # the error is projected from this layer's output
         elif all(isinstance(m, nn.Linear) for _, m in targets):
             self.shapes = {name: (m.in_features,) for name, m in targets}
             outputs = dict(targets)[self.output].out_features
         else:
-            raise UsageError("dfa: this model has convolutions, so the projections need the "
-                             "input shape; pass input_size, e.g. "
-                             "biofa.convert(model, 'dfa', input_size=(3, 32, 32))")
+            raise UsageError(f"{method}: this model has convolutions, so the projections need "
+                             "the input shape; pass input_size, e.g. "
+                             f"biofa.convert(model, {method!r}, input_size=(3, 32, 32))")
         if num_classes is not None and num_classes != outputs:
-            raise UsageError(f"dfa: num_classes={num_classes} but the output layer "
+            raise UsageError(f"{method}: num_classes={num_classes} but the output layer "
                              f"{self.output!r} gives {outputs} values")
         self.outputs, self.hub = outputs, DFAHub()
 

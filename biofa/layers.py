@@ -86,6 +86,9 @@ class FeedbackLayer:
         self.versions = _steps.Versions()
         # decided once here, not at every forward pass
         self.plain_backward = rule.plain_backward and clip is None
+        # the layer's backward gives B W's gradient (KP); a direct rule's B gets its own
+        # from the hub (DKP) and the layer has no B to pass
+        self._learn_feedback = rule.learns_feedback and not rule.direct
         self._after_forward = (None if type(rule).after_forward is Rule.after_forward
                                else rule.after_forward)
         self._step_chores = self.constrain_weights or type(rule).refresh is not Rule.refresh
@@ -110,7 +113,8 @@ class FeedbackLayer:
         return self.set_method(method, **options)
 
     def feedback_matrix(self) -> Tensor | None:
-        """The B the backward pass uses now (None where it has no W-shaped B: dfa)."""
+        """The B the backward pass uses now (None where it has no W-shaped B: the direct
+        rules, dfa, drtp and dkp)."""
         with torch.no_grad():
             return self.rule.feedback(self)
 
@@ -146,7 +150,7 @@ class Linear(FeedbackLayer, nn.Linear):
         if self.plain_backward or not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         out = functional.linear(x, self.weight, self.bias, self.rule.feedback(self),
-                                self.rule.learns_feedback, self.gradient_clip)
+                                self._learn_feedback, self.gradient_clip)
         return out if self._after_forward is None else self._after_forward(self, x, out)
 
 
@@ -188,7 +192,7 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
         unbatched = padded.dim() == 3
         out = functional.conv2d(padded.unsqueeze(0) if unbatched else padded, self.weight,
                                 self.bias, self.rule.feedback(self), self.stride, padding,
-                                self.dilation, self.groups, self.rule.learns_feedback,
+                                self.dilation, self.groups, self._learn_feedback,
                                 self.gradient_clip)
         out = out.squeeze(0) if unbatched else out
         return out if self._after_forward is None else self._after_forward(self, x, out)

@@ -43,7 +43,7 @@ def _fresh_dynamo():
 def converted(model: str, method: str, **options):
     torch.manual_seed(0)
     net = build(model, num_classes=10)
-    if method == "dfa":
+    if biofa.METHODS[method].direct:
         options["input_size"] = (3, 32, 32)
     # a weight constraint on the rules that refresh B, so every per-step chore is exercised
     biofa.convert(net, method, init="xavier", constrain_weights=method in ("brsf", "fa"),

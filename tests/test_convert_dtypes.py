@@ -34,7 +34,7 @@ def backend(request, monkeypatch):
 def lenet(method, dtype):
     torch.manual_seed(0)
     model = models.build("lenet_mnist", num_classes=10).to(dtype)
-    options = {"input_size": (1, 32, 32)} if method == "dfa" else {}
+    options = {"input_size": (1, 32, 32)} if biofa.METHODS[method].direct else {}
     report = biofa.convert(model, method, **options)
     assert len(report.converted) == 5
     return model

@@ -219,11 +219,11 @@ def test_constrain_weights_rescales_the_same_parameter():
 
 
 def test_unknown_method_and_options_are_named():
-    with pytest.raises(ValueError, match="unknown method 'fb'.*bp, brsf, dfa, fa, frsf, kp, usf"):
+    with pytest.raises(ValueError, match="unknown method 'fb'.*bp, brsf, dfa, dkp, drtp, fa, frsf, kp, usf, wm"):
         biofa.convert(nn.Linear(2, 2), "fb")
     with pytest.raises(ValueError, match="'lr'.*valid options: init, gradient_clip, constrain_weights"):
         biofa.convert(nn.Sequential(nn.Linear(2, 2)), "fa", lr=0.1)
-    with pytest.raises(ValueError, match="dfa only"):
+    with pytest.raises(ValueError, match="direct rules only: dfa, drtp, dkp"):
         biofa.convert(nn.Sequential(nn.Linear(2, 2)), "fa", num_classes=2)
     with pytest.raises(ValueError, match="unknown init 'glorot'.*xavier"):
         Linear(2, 2, method="fa", init="glorot")
@@ -253,7 +253,7 @@ def test_convert_keeps_the_forward_function_and_reports():
 def test_torchvision_resnet18_trains_one_step(method):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10)
-    options = {"input_size": (3, 32, 32)} if method == "dfa" else {}
+    options = {"input_size": (3, 32, 32)} if biofa.METHODS[method].direct else {}
     biofa.convert(model, method, **options)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -1,37 +1,149 @@
 """The learning rules, one small module each, behind one registry.
 
 >>> from biofa.methods import METHODS, get_rule
->>> sorted(METHODS)
-['bp', 'brsf', 'dfa', 'fa', 'frsf', 'kp', 'usf']
+>>> [name for name in METHODS][:10]
+['bp', 'fa', 'dfa', 'usf', 'brsf', 'frsf', 'kp', 'wm', 'drtp', 'dkp']
+
+Rules from outside biofa join the registry in two ways, so that a researcher never
+edits biofa: ``register(RuleClass)`` from user code, or an entry point of the group
+``biofa.methods`` in the package that holds the rule (``name = "module:Class"``), which
+makes it known to every process, ``biofa train`` included. Entry points are listed
+when the registry is first read (their names only, from the installed metadata); a
+rule's module is imported only when that rule is asked for (docs/write-a-rule.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from importlib import metadata
 
 from .base import INITS, Rule
 from .bp import BP
 from .brsf import BRSF
 from .dfa import DFA, DFAHub
+from .dkp import DKP
+from .drtp import DRTP
 from .fa import FA
 from .frsf import FRSF
 from .kp import KP
 from .usf import USF
+from .wm import WM
 from ..errors import UsageError
 
-#: Every rule by its paper's short name. ``kp`` is not in Sanfiz & Akrout 2021.
-METHODS: dict[str, type[Rule]] = {rule.name: rule for rule in (BP, FA, DFA, USF, BRSF, FRSF, KP)}
+#: The entry-point group that installed packages declare their rules in.
+ENTRY_POINT_GROUP = "biofa.methods"
+
+
+class PluginError(UsageError):
+    """A rule from outside biofa that cannot be used: the message names where it came from."""
+
+
+def _entry_point_name(entry_point) -> str:
+    dist = getattr(entry_point, "dist", None)
+    origin = f" (distribution {dist.name})" if dist is not None else ""
+    return f"{ENTRY_POINT_GROUP} entry point '{entry_point.name} = {entry_point.value}'{origin}"
+
+
+def _check_rule(rule, where: str) -> type[Rule]:
+    if not (isinstance(rule, type) and issubclass(rule, Rule)):
+        raise PluginError(f"{where}: {rule!r} is not a subclass of biofa.methods.Rule")
+    if not isinstance(rule.name, str) or not rule.name.isidentifier():
+        raise PluginError(f"{where}: {rule.__name__}.name must be a non-empty identifier "
+                          f"such as 'mysign', got {rule.name!r}")
+    return rule
+
+
+class Registry(Mapping):
+    """Every rule by name: biofa's, then ``register``'s and the entry points', in that order.
+
+    A read-only mapping that lists the entry points at its first use and loads each of
+    them at its first lookup.
+    """
+
+    def __init__(self, rules) -> None:
+        self._rules: dict[str, object] = {rule.name: rule for rule in rules}  # or EntryPoint
+        self._scanned = False
+
+    def _scan(self) -> None:
+        if self._scanned:
+            return
+        self._scanned = True
+        for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry_point.name in self._rules:
+                raise PluginError(f"{_entry_point_name(entry_point)}: a rule named "
+                                  f"{entry_point.name!r} exists already")
+            self._rules[entry_point.name] = entry_point
+
+    def __getitem__(self, name: str) -> type[Rule]:
+        self._scan()
+        rule = self._rules[name]
+        if isinstance(rule, metadata.EntryPoint):
+            where = _entry_point_name(rule)
+            try:
+                loaded = rule.load()
+            except Exception as error:
+                raise PluginError(f"{where} failed to load: {type(error).__name__}: "
+                                  f"{error}") from error
+            loaded = _check_rule(loaded, where)
+            if loaded.name != name:
+                raise PluginError(f"{where}: the class's name is {loaded.name!r}; the entry "
+                                  f"point must have the same name")
+            rule = self._rules[name] = loaded
+        return rule
+
+    def __iter__(self) -> Iterator[str]:
+        self._scan()
+        return iter(list(self._rules))
+
+    def __len__(self) -> int:
+        self._scan()
+        return len(self._rules)
+
+    def __contains__(self, name) -> bool:
+        self._scan()
+        return name in self._rules
+
+    def __repr__(self) -> str:
+        return f"Registry({list(self)})"
+
+    def register(self, rule: type[Rule]) -> type[Rule]:
+        _check_rule(rule, "biofa.methods.register")
+        self._scan()
+        if rule.name in self._rules:
+            raise PluginError(f"biofa.methods.register: a rule named {rule.name!r} exists "
+                              f"already; give {rule.__name__} another name")
+        self._rules[rule.name] = rule
+        return rule
+
+
+#: Every rule by its short name: the paper's, kp, the rules published since (wm, drtp,
+#: dkp), then rules from outside biofa.
+METHODS = Registry((BP, FA, DFA, USF, BRSF, FRSF, KP, WM, DRTP, DKP))
 
 #: The methods of Sanfiz & Akrout 2021, in the paper's order.
 PAPER_METHODS = ("bp", "fa", "dfa", "usf", "brsf", "frsf")
 
 
+def register(rule: type[Rule]) -> type[Rule]:
+    """Add a ``Rule`` subclass to ``METHODS`` under its ``name``; returns it (a decorator).
+
+    For the running process only: a ``biofa train`` started from the shell finds a rule
+    through an entry point instead. A name taken already, or a class that is not a
+    ``Rule``, is refused with a ``PluginError``.
+    """
+    return METHODS.register(rule)
+
+
 def get_rule(method: str) -> Rule:
     """A fresh rule instance for ``method``; a clear error for an unknown name."""
     try:
-        return METHODS[method]()
+        rule = METHODS[method]
     except (KeyError, TypeError):
         raise UsageError(
             f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}") from None
+    return rule()
 
 
-__all__ = ["METHODS", "PAPER_METHODS", "INITS", "Rule", "DFAHub", "get_rule",
-           "BP", "FA", "DFA", "USF", "BRSF", "FRSF", "KP"]
+__all__ = ["METHODS", "PAPER_METHODS", "INITS", "Rule", "DFAHub", "get_rule", "register",
+           "Registry", "PluginError", "ENTRY_POINT_GROUP",
+           "BP", "FA", "DFA", "USF", "BRSF", "FRSF", "KP", "WM", "DRTP", "DKP"]

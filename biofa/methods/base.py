@@ -70,9 +70,11 @@ class Rule:
 
     One instance per layer; what the rule keeps between steps lives on the layer (as
     buffers or Parameters, so it moves with ``.to()`` and is saved in the state dict).
-    A new rule is one module in ``biofa/methods`` with a subclass that sets ``name`` and
-    ``paper`` and overrides the hooks it needs, and one entry in ``METHODS``
-    (``biofa/methods/__init__.py``). The layer calls the hooks:
+    A new rule is a subclass that sets ``name`` and ``paper`` and overrides the hooks it
+    needs: one module in ``biofa/methods`` with an entry in ``METHODS``
+    (``biofa/methods/__init__.py``), or, outside biofa, a class given to
+    ``biofa.methods.register`` or named by a ``biofa.methods`` entry point
+    (docs/write-a-rule.md). The layer calls the hooks:
 
     * ``setup(layer)``: once, when the layer takes the rule; register B here (a buffer,
       or a Parameter when B learns). ``layer.weight`` and ``layer.init_scheme`` (the
@@ -87,13 +89,16 @@ class Rule:
     * ``after_forward(layer, x, out)``: a last look at the forward pass (DFA's hub).
     * ``teardown(layer)``: remove what ``setup`` registered.
 
-    Two class attributes say how B is updated and whether a custom backward is needed:
-    ``learns_feedback`` and ``plain_backward``.
+    Class attributes say how B is updated, what shape it has and whether a custom
+    backward is needed: ``learns_feedback``, ``fixed_buffers``, ``direct`` and
+    ``plain_backward``.
     """
 
     name = ""
     paper = ""
-    #: B receives the weight's gradient and so the same optimiser update (Kolen-Pollack).
+    #: B is a Parameter that the training optimiser learns: its gradient is the weight's
+    #: (Kolen-Pollack), or for a direct rule the output error times the layer's input
+    #: (Direct Kolen-Pollack). A B that the rule itself updates (Weight Mirror) is not.
     learns_feedback = False
     #: Buffers that ``setup`` draws and nothing changes afterwards (FA's and DFA's B,
     #: frSF's magnitudes): a snapshot of the model may share them instead of copying.
@@ -101,6 +106,10 @@ class Rule:
     #: The error goes down through W itself, so torch's own backward does the job
     #: (backpropagation). The layer's attribute of the same name decides per pass.
     plain_backward = False
+    #: B carries the output of the network straight to the layer's input (DFA and its
+    #: kin): ``biofa.convert`` wires the layers to one hub, takes the options of
+    #: ``biofa.convert.DFA_OPTIONS``, and B is not shaped like W (no angle(W, B)).
+    direct = False
 
     def setup(self, layer: nn.Module) -> None:
         pass

@@ -30,33 +30,72 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import functional
 from .base import Rule, draw
 
 
-class _Project(torch.autograd.Function):
-    """Identity on the network output; sends ``e @ B_l`` to every handed-over input.
+def _target_signal(error: Tensor) -> Tensor:
+    """-y*/N from a softmax cross-entropy error e = (p - y*)/N: DRTP's hidden signal.
 
-    In the ``setup_context`` style, which torch.compile traces and torch.func transforms.
+    The target class is the one negative component of each row of e (p < 1 there, p >= 0
+    elsewhere), so the target is read from the error itself and no training loop needs
+    to hand it over. N (the rows) scales it as a mean-reduced loss scales e.
+    """
+    negative = error < 0
+    ok = negative.sum(1) == 1
+    message = ("drtp: every row of the output error must have exactly one negative "
+               "component (the target class of a softmax cross-entropy loss, "
+               "e = (p - y*)/N); use cross-entropy on one-hot or integer labels, without "
+               "label smoothing")
+    if functional.traced():
+        torch._assert_async(ok.all(), message)
+    elif not bool(ok.all()):
+        raise RuntimeError(message)
+    return negative.to(error.dtype).div_(-error.shape[0])
+
+
+#: What the hub sends to the hidden layers, from the output error e (flat per sample).
+SIGNALS = {"error": lambda error: error, "target": _target_signal}
+
+
+class _Project(torch.autograd.Function):
+    """Identity on the network output; sends ``signal(e) @ B_l`` to every handed-over input.
+
+    ``signal`` names an entry of ``SIGNALS``: the output error itself (DFA, DKP) or the
+    target read from it (DRTP). A B that requires grad (DKP's Parameter) gets
+    ``e^T x_l``, the output error times the layer's input. In the ``setup_context``
+    style, which torch.compile traces and torch.func transforms.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(out, *inputs_and_feedbacks):
+    def forward(out, signal, *inputs_and_feedbacks):
         return out.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        out, rest = inputs[0], inputs[1:]
-        ctx.save_for_backward(*rest[1::2])
-        ctx.shapes = [x.shape for x in rest[0::2]]
+        signal, inputs, feedbacks = inputs[1], inputs[2::2], inputs[3::2]
+        ctx.signal, ctx.shapes = signal, [x.shape for x in inputs]
+        ctx.learned = [feedback.requires_grad for feedback in feedbacks]
+        ctx.save_for_backward(*feedbacks,
+                              *(x for x, learned in zip(inputs, ctx.learned) if learned))
 
     @staticmethod
     def backward(ctx, error):
         flat = error.reshape(error.shape[0], -1)
-        grads = [error]
-        for feedback, shape in zip(ctx.saved_tensors, ctx.shapes):
-            grads += [flat.mm(feedback.to(flat.dtype)).view(shape), None]
+        sent = SIGNALS[ctx.signal](flat)
+        feedbacks = ctx.saved_tensors[:len(ctx.shapes)]
+        learned_inputs = iter(ctx.saved_tensors[len(ctx.shapes):])
+        grads = [error, None]
+        for i, (feedback, shape, learned) in enumerate(zip(feedbacks, ctx.shapes, ctx.learned)):
+            grad_x = grad_feedback = None
+            if ctx.needs_input_grad[2 + 2 * i]:
+                grad_x = sent.mm(feedback.to(sent.dtype)).view(shape)
+            if learned:
+                x = next(learned_inputs).reshape(shape[0], -1)
+                grad_feedback = flat.t().mm(x.to(flat.dtype)).to(feedback.dtype)
+            grads += [grad_x, grad_feedback]
         return tuple(grads)
 
 
@@ -73,22 +112,29 @@ class DFAHub:
             self.entries.clear()
         self.entries.append((id(layer), x, feedback))
 
-    def project(self, out: Tensor) -> Tensor:
+    def project(self, out: Tensor, signal: str = "error") -> Tensor:
+        """``out`` through ``_Project``: its backward sends ``SIGNALS[signal]`` down."""
         entries, self.entries = self.entries, []
         if not entries:
             return out
         if out.shape[0] != entries[0][1].shape[0]:
-            raise RuntimeError("dfa: the network output and the layer inputs differ in batch size")
+            raise RuntimeError("the network output and the layer inputs differ in batch size")
         flat = [t for _, x, feedback in entries for t in (x, feedback)]
-        return _Project.apply(out, *flat)
+        return _Project.apply(out, signal, *flat)
 
 
 class DFA(Rule):
-    """B_l maps the output error straight to layer l's input; set up by ``biofa.convert``."""
+    """B_l maps the output error straight to layer l's input; set up by ``biofa.convert``.
+
+    The base of the direct rules: a subclass says what the hub sends down (``signal``,
+    a key of ``SIGNALS``) and how B is kept (``keep``: a fixed buffer here).
+    """
 
     name = "dfa"
     paper = "Nokland 2016, NeurIPS"
     fixed_buffers = ("feedback_weight",)
+    direct = True
+    signal = "error"
 
     def __init__(self) -> None:
         self.hub: DFAHub | None = None
@@ -102,21 +148,27 @@ class DFA(Rule):
         numel = 1
         for size in input_shape:
             numel *= size
-        layer.register_buffer(
-            "feedback_weight", draw(layer.init_scheme, layer.weight.detach(), (num_outputs, numel)))
+        self.keep(layer, draw(layer.init_scheme, layer.weight.detach(), (num_outputs, numel)))
+
+    def keep(self, layer: nn.Module, feedback: Tensor) -> None:
+        """Store the freshly drawn B_l, shape (num_outputs, input numel), on the layer."""
+        layer.register_buffer("feedback_weight", feedback)
 
     def feedback(self, layer: nn.Module) -> None:
         if self.hub is None:
             raise RuntimeError(
-                "a dfa layer needs its network: convert the whole model with "
-                "biofa.convert(model, 'dfa', input_size=...) instead of using the layer alone")
+                f"a {self.name} layer needs its network: convert the whole model with "
+                f"biofa.convert(model, {self.name!r}, input_size=...) instead of using the "
+                "layer alone")
         return None
 
     def after_forward(self, layer: nn.Module, x: Tensor, out: Tensor) -> Tensor:
-        if x.requires_grad:
+        # a learned B is handed over also where x needs no gradient (the network input
+        # in training): it learns from e^T x all the same, and attacks then use it
+        if x.requires_grad or layer.feedback_weight.requires_grad:
             if tuple(x.shape[1:]) != self.input_shape:
                 raise RuntimeError(
-                    f"dfa layer was set up for inputs of shape {self.input_shape} per sample, "
+                    f"{self.name} layer was set up for inputs of shape {self.input_shape} per sample, "
                     f"got {tuple(x.shape[1:])}: convert again with the input_size you train on")
             self.hub.hand_over(layer, x, layer.feedback_weight)
-        return self.hub.project(out) if self.is_output else out
+        return self.hub.project(out, self.signal) if self.is_output else out
