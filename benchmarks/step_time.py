@@ -98,7 +98,7 @@ def make_variants(name, methods, device, use_biotorch, num_classes=10, compile_o
 
     def biofa_model(method):
         model = copy.deepcopy(base)
-        options = {"input_size": input_shape(name)} if method == "dfa" else {}
+        options = {"input_size": input_shape(name)} if biofa.METHODS[method].direct else {}
         biofa.convert(model, method, **options)
         return model
 

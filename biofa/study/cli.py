@@ -58,9 +58,12 @@ def _set(config: dict, assignment: str) -> None:
 def cmd_methods(args) -> int:
     from ..methods import METHODS, PAPER_METHODS
 
+    width = max(map(len, METHODS))
     for name, rule in METHODS.items():
         mark = "" if name in PAPER_METHODS else "  (not in Sanfiz & Akrout 2021)"
-        print(f"{name:<5} {rule.paper}{mark}")
+        if not rule.__module__.startswith("biofa."):
+            mark += f"  (plugin: {rule.__module__})"
+        print(f"{name:<{width}} {rule.paper}{mark}")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is imported where it is used: every biofa command reads this
     import pandas as pd  # module, and most of them (train, attack) never need pandas
 
-from ..methods import PAPER_METHODS
+from ..methods import METHODS, PAPER_METHODS
 
 # ----------------------------------------------------------------------------- attacks
 
@@ -59,12 +59,18 @@ UNSET_INIT = "default"
 ACCURACY_COLUMNS = KEYS + ["status", "epochs_done", "best_epoch", "top1_error", "n_images",
                            "in_paper", "run_dir"]
 
-#: Rows of every table and legend, in the paper's order; kp (not in the paper) last.
-METHOD_ORDER = tuple(PAPER_METHODS) + ("kp",)
+#: Rows of every table and legend: the paper's methods in its order, then every other
+#: registered rule (kp, wm, drtp, dkp, then rules from entry points) in registry order.
+#: Reading the names imports no plugin module.
+METHOD_ORDER = tuple(PAPER_METHODS) + tuple(m for m in METHODS if m not in PAPER_METHODS)
 
-#: One colour per method, the same in every figure.
+#: The colour of a method that has none of its own (a rule from outside biofa).
+FALLBACK_COLOUR = "#7f7f7f"
+#: One colour per method, the same in every figure; every registered rule has one.
 PALETTE = {"bp": "#222222", "fa": "#1f77b4", "dfa": "#ff7f0e", "usf": "#2ca02c",
-           "brsf": "#d62728", "frsf": "#9467bd", "kp": "#8c564b"}
+           "brsf": "#d62728", "frsf": "#9467bd", "kp": "#8c564b", "wm": "#e377c2",
+           "drtp": "#bcbd22", "dkp": "#17becf"}
+PALETTE.update({m: FALLBACK_COLOUR for m in METHOD_ORDER if m not in PALETTE})
 
 DATASET_NAMES = {"digits": "Digits", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
                  "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
@@ -230,9 +236,20 @@ FIGURE_TABLES = {"training": "training", "initialization": "accuracy", "alignmen
                  "alignment_layers": "alignment", "alignment_per_layer": "alignment",
                  "robustness": ATTACK_TABLE,
                  "onepixel": ATTACK_TABLE, "transfer": ATTACK_TABLE}
-#: Methods whose feedback matrix is not shaped like W (DFA's goes from the output to each
-#: layer), so they have no angle(W, B) or norm ratio.
-NO_WEIGHT_SHAPED_FEEDBACK = ("dfa",)
+# NO_WEIGHT_SHAPED_FEEDBACK: the methods whose feedback matrix is not shaped like W
+# (the direct rules, ``Rule.direct``: DFA's B goes from the output to each layer), so
+# they have no angle(W, B) or norm ratio. Read from the rule classes when first asked
+# for (``__getattr__`` below), so that importing this module imports no plugin.
+
+
+def no_weight_shaped_feedback() -> tuple[str, ...]:
+    return tuple(m for m in METHOD_ORDER if METHODS[m].direct)
+
+
+def __getattr__(name: str):
+    if name == "NO_WEIGHT_SHAPED_FEEDBACK":
+        return no_weight_shaped_feedback()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: Figures drawn from angle(W, B) alone: nothing to draw when every method is in
 #: :data:`NO_WEIGHT_SHAPED_FEEDBACK`.
 WEIGHT_ALIGNMENT_FIGURES = ("alignment_layers", "alignment_per_layer")
@@ -256,7 +273,7 @@ def study_figures(methods, attacks, runs=None) -> list[str]:
     figure asked to draw a table without rows can refuse rather than draw a placeholder.
     """
     methods, attacks = set(methods), set(attacks)
-    weight_shaped = bool(methods - set(NO_WEIGHT_SHAPED_FEEDBACK))
+    weight_shaped = bool(methods - set(no_weight_shaped_feedback()))
     several_inits = runs is not None and bool(multi_init_settings(runs))
     return [name for name in FIGURE_NAMES
             if (name not in WEIGHT_ALIGNMENT_FIGURES or weight_shaped)
