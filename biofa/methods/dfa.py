@@ -37,21 +37,24 @@ from .base import Rule, draw
 def _target_signal(error: Tensor) -> Tensor:
     """-y*/N from a softmax cross-entropy error e = (p - y*)/N: DRTP's hidden signal.
 
-    The target class is the one negative component of each row of e (p < 1 there, p >= 0
-    elsewhere), so the target is read from the error itself and no training loop needs
-    to hand it over. N (the rows) scales it as a mean-reduced loss scales e.
+    The target class is the smallest component of each row of e: the only negative one
+    (p < 1 there, p >= 0 elsewhere), or a zero where p rounded to 1 (then the others are
+    tiny and positive). So the target is read from the error itself and no training loop
+    needs to hand it over. A row with several negative components is no such error and
+    is refused; an all-zero row (no error at all) sends nothing. N, the rows, scales the
+    signal as a mean-reduced loss scales e.
     """
-    negative = error < 0
-    ok = negative.sum(1) == 1
-    message = ("drtp: every row of the output error must have exactly one negative "
-               "component (the target class of a softmax cross-entropy loss, "
-               "e = (p - y*)/N); use cross-entropy on one-hot or integer labels, without "
-               "label smoothing")
-    if functional.traced():
+    ok = (error < 0).sum(1) <= 1
+    message = ("drtp: a row of the output error has more than one negative component, so it "
+               "is not the error of a softmax cross-entropy loss, e = (p - y*)/N, from which "
+               "drtp reads the target class; use cross-entropy on integer or one-hot labels, "
+               "without label smoothing")
+    if functional.traced() or error.device.type != "cpu":  # in the graph; no GPU sync
         torch._assert_async(ok.all(), message)
     elif not bool(ok.all()):
         raise RuntimeError(message)
-    return negative.to(error.dtype).div_(-error.shape[0])
+    target = torch.zeros_like(error).scatter_(1, error.argmin(1, keepdim=True), 1.0)
+    return target.mul_((error != 0).any(1, keepdim=True)).div_(-error.shape[0])
 
 
 #: What the hub sends to the hidden layers, from the output error e (flat per sample).

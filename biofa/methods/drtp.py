@@ -9,9 +9,11 @@ component whose sign a classification error always knows), and 1/N scales it as 
 mean-reduced loss scales e.
 
 The target is read from the error arriving at the output: for softmax cross-entropy the
-target class is the only negative component of each row of dL/dz, so no training loop,
-attack or metric has to hand labels to the layers. A row without exactly one negative
-component (another loss, label smoothing, an all-zero error) is refused with an error.
+target class is the only negative component of each row of dL/dz (its smallest, zero,
+where the target's probability rounded to 1), so no training loop, attack or metric has
+to hand labels to the layers. A row with several negative components (another loss such
+as MSE or a margin loss, label smoothing) is refused with an error; an all-zero row sends
+nothing.
 """
 
 from .dfa import DFA
