@@ -433,3 +433,18 @@ def test_entry_points_are_listed_cheaply_and_loaded_when_asked(monkeypatch, tmp_
     listed[:] = [entry_point("bp", "plugin_rules:Mine")]
     with pytest.raises(PluginError, match="'bp = plugin_rules:Mine'.*exists already"):
         list(Registry([methods.BP]))
+
+
+def test_the_plugins_variable_imports_modules_that_register(monkeypatch, tmp_path):
+    (tmp_path / "env_rules.py").write_text(
+        "import biofa.methods\n\n@biofa.methods.register\nclass Env(biofa.methods.FA):\n"
+        "    name = 'env'\n    paper = 'x'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(biofa.METHODS, "_rules", dict(biofa.METHODS._rules))
+    monkeypatch.setattr(biofa.METHODS, "_scanned", False)
+    monkeypatch.setenv(methods.PLUGINS_VARIABLE, "env_rules")
+    assert "env" in biofa.METHODS and biofa.METHODS["env"].__name__ == "Env"
+    monkeypatch.setenv(methods.PLUGINS_VARIABLE, " nowhere_module ")
+    monkeypatch.setattr(biofa.METHODS, "_scanned", False)
+    with pytest.raises(PluginError, match="BIOFA_PLUGINS: module 'nowhere_module' failed"):
+        list(biofa.METHODS)

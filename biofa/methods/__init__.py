@@ -4,16 +4,21 @@
 >>> [name for name in METHODS][:10]
 ['bp', 'fa', 'dfa', 'usf', 'brsf', 'frsf', 'kp', 'wm', 'drtp', 'dkp']
 
-Rules from outside biofa join the registry in two ways, so that a researcher never
-edits biofa: ``register(RuleClass)`` from user code, or an entry point of the group
-``biofa.methods`` in the package that holds the rule (``name = "module:Class"``), which
-makes it known to every process, ``biofa train`` included. Entry points are listed
-when the registry is first read (their names only, from the installed metadata); a
-rule's module is imported only when that rule is asked for (docs/write-a-rule.md).
+Rules from outside biofa join the registry without an edit to biofa:
+``register(RuleClass)`` from user code, for the running process; an entry point of the
+group ``biofa.methods`` in the installed package that holds the rule
+(``name = "module:Class"``), which makes it known to every process, ``biofa train``
+included; or, for a module that is not installed, its name in the environment variable
+``BIOFA_PLUGINS`` (comma-separated), imported when the registry is first read, where it
+calls ``register``. Entry points are listed when the registry is first read (their names
+only, from the installed metadata); a rule's module is imported only when that rule is
+asked for (docs/write-a-rule.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 
@@ -32,6 +37,9 @@ from ..errors import UsageError
 
 #: The entry-point group that installed packages declare their rules in.
 ENTRY_POINT_GROUP = "biofa.methods"
+#: Modules to import when the registry is first read (comma-separated), which register
+#: their rules: for a rule file that is on the path but not installed.
+PLUGINS_VARIABLE = "BIOFA_PLUGINS"
 
 
 class PluginError(UsageError):
@@ -73,6 +81,13 @@ class Registry(Mapping):
                 raise PluginError(f"{_entry_point_name(entry_point)}: a rule named "
                                   f"{entry_point.name!r} exists already")
             self._rules[entry_point.name] = entry_point
+        wanted = os.environ.get(PLUGINS_VARIABLE, "").split(",")
+        for module in filter(None, (name.strip() for name in wanted)):
+            try:
+                importlib.import_module(module)
+            except Exception as error:
+                raise PluginError(f"{PLUGINS_VARIABLE}: module {module!r} failed to import: "
+                                  f"{type(error).__name__}: {error}") from error
 
     def __getitem__(self, name: str) -> type[Rule]:
         self._scan()
@@ -145,5 +160,5 @@ def get_rule(method: str) -> Rule:
 
 
 __all__ = ["METHODS", "PAPER_METHODS", "INITS", "Rule", "DFAHub", "get_rule", "register",
-           "Registry", "PluginError", "ENTRY_POINT_GROUP",
+           "Registry", "PluginError", "ENTRY_POINT_GROUP", "PLUGINS_VARIABLE",
            "BP", "FA", "DFA", "USF", "BRSF", "FRSF", "KP", "WM", "DRTP", "DKP"]
