@@ -401,8 +401,11 @@ def test_register_adds_a_rule_that_convert_uses(monkeypatch):
     x = torch.randn(4, 3, requires_grad=True)
     net(x).sum().backward()
     close(x.grad, torch.ones(4, 2) @ net[0].weight.detach() / 2)
-    with pytest.raises(PluginError, match="'halves' exists already"):
-        register(Halves)
+    assert register(Halves) is Halves  # the same class again: nothing to do
+    with pytest.raises(PluginError, match="'halves' exists already .*test_new_rules.Halves"):
+        register(type("Halves", (Halves,), {}))
+    with pytest.raises(PluginError, match="'fa' exists already .*biofa.methods.fa.FA"):
+        register(type("MyFA", (FA,), {}))
     with pytest.raises(PluginError, match="not a subclass of biofa.methods.Rule"):
         register(object)
     with pytest.raises(PluginError, match="must be a non-empty identifier"):
@@ -426,6 +429,8 @@ def test_entry_points_are_listed_cheaply_and_loaded_when_asked(monkeypatch, tmp_
     with pytest.raises(PluginError, match=r"entry point 'broken = no_such_module:X' failed to "
                                           r"load: ModuleNotFoundError"):
         registry["broken"]
+
+    registry.register(registry["mine"])  # its module may register it as well
 
     listed[:] = [entry_point("other", "plugin_rules:Mine")]
     with pytest.raises(PluginError, match="class's name is 'mine'"):

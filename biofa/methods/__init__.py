@@ -52,6 +52,12 @@ def _entry_point_name(entry_point) -> str:
     return f"{ENTRY_POINT_GROUP} entry point '{entry_point.name} = {entry_point.value}'{origin}"
 
 
+def _origin(known) -> str:
+    if isinstance(known, metadata.EntryPoint):
+        return _entry_point_name(known)
+    return f"{known.__module__}.{known.__qualname__}"
+
+
 def _check_rule(rule, where: str) -> type[Rule]:
     if not (isinstance(rule, type) and issubclass(rule, Rule)):
         raise PluginError(f"{where}: {rule!r} is not a subclass of biofa.methods.Rule")
@@ -124,9 +130,14 @@ class Registry(Mapping):
     def register(self, rule: type[Rule]) -> type[Rule]:
         _check_rule(rule, "biofa.methods.register")
         self._scan()
-        if rule.name in self._rules:
+        known = self._rules.get(rule.name)
+        # the class itself again, or the entry point that names it (its module, imported
+        # by the entry point, may register it too): nothing to do
+        same = known is rule or (isinstance(known, metadata.EntryPoint)
+                                 and known.value == f"{rule.__module__}:{rule.__qualname__}")
+        if known is not None and not same:
             raise PluginError(f"biofa.methods.register: a rule named {rule.name!r} exists "
-                              f"already; give {rule.__name__} another name")
+                              f"already ({_origin(known)}); give {rule.__name__} another name")
         self._rules[rule.name] = rule
         return rule
 
@@ -143,8 +154,9 @@ def register(rule: type[Rule]) -> type[Rule]:
     """Add a ``Rule`` subclass to ``METHODS`` under its ``name``; returns it (a decorator).
 
     For the running process only: a ``biofa train`` started from the shell finds a rule
-    through an entry point instead. A name taken already, or a class that is not a
-    ``Rule``, is refused with a ``PluginError``.
+    through an entry point or ``BIOFA_PLUGINS`` instead. Registering the same class again
+    does nothing; a name taken by another rule, or a class that is not a ``Rule``, is
+    refused with a ``PluginError``.
     """
     return METHODS.register(rule)
 
