@@ -22,17 +22,6 @@ MODELS = ["lenet_cifar", "resnet20"]
 STEPS = 3
 
 
-@pytest.fixture(params=["compiled", "python"])
-def backend(request, monkeypatch):
-    """Both backends: the compiled extension runs the eager reference and the per-step
-    chores (the sign rules' B, brSF's redraw); the Python one is the fallback."""
-    if request.param == "compiled" and functional.backend() is functional._Python:
-        pytest.skip("the compiled feedback functions did not build on this machine")
-    if request.param == "python":
-        monkeypatch.setattr(functional, "_backend", functional._Python)
-    return request.param
-
-
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()

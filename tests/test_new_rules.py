@@ -27,15 +27,6 @@ def _float64():
     torch.set_default_dtype(previous)
 
 
-@pytest.fixture(params=["compiled", "python"])
-def backend(request, monkeypatch):
-    if request.param == "compiled" and functional.backend() is functional._Python:
-        pytest.skip("the compiled feedback functions did not build on this machine")
-    if request.param == "python":
-        monkeypatch.setattr(functional, "_backend", functional._Python)
-    return request.param
-
-
 def mlp(method):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
