@@ -16,3 +16,14 @@ def backend(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(functional, "_backend", functional._Python)
     return request.param
+
+
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 for one test, restored afterwards."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

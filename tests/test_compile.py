@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 import biofa
-from biofa import functional
 from biofa.layers import feedback_layers, true_gradient
 from biofa.models import build
 

@@ -17,12 +17,8 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 W_SHAPED = ["bp", "fa", "usf", "brsf", "frsf", "kp"]
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+#: float64 by default, so that the formulas hold to tight tolerances (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.fixture(autouse=True)

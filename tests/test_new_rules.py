@@ -19,12 +19,8 @@ from biofa.methods import FA, PluginError, Registry, Rule, register
 close = torch.testing.assert_close
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+#: float64 by default, so that the formulas hold to tight tolerances (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def mlp(method):
