@@ -50,7 +50,8 @@ def test_schema_names_come_from_the_registries():
     assert white["gradients"]["items"]["enum"] == list(GRADIENTS)
 
 
-@pytest.mark.parametrize("name, count", [("config.yaml", 30), ("paper.yaml", 119)])
+@pytest.mark.parametrize("name, count", [("config.yaml", 30), ("paper.yaml", 167),
+                                         ("extensions.yaml", 20)])
 def test_shipped_studies_are_valid_and_get_their_defaults(name, count):
     raw = yaml.safe_load((ROOT / "config" / name).read_text())
     config = study_config.validate_study(raw)
@@ -357,7 +358,7 @@ def test_every_bad_input_is_refused_naming_the_key(tmp_path, monkeypatch, capsys
 
 def test_check_prints_ok_with_the_number_of_runs(capsys):
     assert main(["check", str(ROOT / "config" / "paper.yaml")]) == 0
-    assert capsys.readouterr().out.strip().endswith("paper.yaml: ok (119 runs)")
+    assert capsys.readouterr().out.strip().endswith("paper.yaml: ok (167 runs)")
     assert main(["check", str(ROOT / "config" / "examples" / "digits_lenet.yaml")]) == 0
     assert capsys.readouterr().out.strip().endswith("digits_lenet.yaml: ok (1 run)")
 
@@ -387,17 +388,18 @@ def test_check_command_smoke(tmp_path):
 # --- the initialization study --------------------------------------------------------------
 
 def test_paper_config_holds_the_initialization_study():
-    """Beside the 63 runs of the paper's tables (all xavier), CIFAR-10 LeNet and ResNet-20
-    train every rule with both optimizers from PyTorch's default and Kaiming inits too."""
+    """Beside the 87 runs of the paper's tables (all xavier: the paper's rules, kp, and wm,
+    drtp and dkp but on ImageNet), CIFAR-10 LeNet and ResNet-20 train every rule with both
+    optimizers from PyTorch's default and Kaiming inits too."""
     config = study_config.validate_study(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
     runs = study_config.runs(config)
     xavier = [r for r in runs if r["init"] == "xavier"]
     others = [r for r in runs if r["init"] != "xavier"]
-    assert len(xavier) == 63
+    assert len(xavier) == 87
     assert {(r["model"], r["optimizer"], r["init"]) for r in others} == {
         (model, optimizer, init) for model in ("lenet_cifar", "resnet20")
         for optimizer in ("sgd", "adam") for init in ("default", "kaiming")}
-    assert len(others) == 2 * 2 * 2 * 7
+    assert len(others) == 2 * 2 * 2 * 10
     folders = {RUN_FOLDER.format(**r) for r in runs}
     assert len(folders) == len(runs)  # no two inits share a folder
     assert "cifar10/resnet20/adam/kaiming/fa/seed2021" in folders
@@ -411,7 +413,7 @@ def test_paper_config_holds_the_initialization_study():
     target, = config["attacks"]["targets"]
     attacked = [r for r in runs if study_config.is_target(target, r)]
     assert {(r["model"], r["optimizer"], r["init"]) for r in attacked} == {("resnet20", "sgd", "xavier")}
-    assert len(attacked) == 7
+    assert len(attacked) == 10
 
 
 def test_a_list_of_inits_makes_one_run_per_init_and_targets_choose_among_them():

@@ -98,18 +98,55 @@ def test_paper_config_lists_every_training_run():
     result = snakemake(ROOT, "-n", "--configfile", "config/paper.yaml")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    # MNIST and Fashion-MNIST LeNet (7 + 7), CIFAR-10 LeNet/ResNet-20/ResNet-56 x SGD/Adam
-    # (42), ImageNet ResNet-18 (7): every method of the paper plus kp, seed 2021; and the
-    # initialization study: CIFAR-10 LeNet/ResNet-20 x SGD/Adam x 7 methods from two more
-    # inits (56). Each train job also tests its run.
-    assert counts["train"] == 63 + 56 and counts["data"] == 4 and "evaluate" not in counts
+    # MNIST and Fashion-MNIST LeNet (10 + 10), CIFAR-10 LeNet/ResNet-20/ResNet-56 x SGD/Adam
+    # (60): every method of the paper plus kp, wm, drtp and dkp, seed 2021; ImageNet ResNet-18
+    # (7: the paper's and kp); and the initialization study: CIFAR-10 LeNet/ResNet-20 x
+    # SGD/Adam x 10 methods from two more inits (80). Each train job also tests its run.
+    assert counts["train"] == 87 + 80 and counts["data"] == 4 and "evaluate" not in counts
     assert counts["init_table"] == 1
     # ResNet-20 SGD xavier: one job per method, each writing 4 white-box attacks and
     # AutoAttack x 2 gradients + square + onepixel + transfer
-    assert counts["attack"] == 7
+    assert counts["attack"] == 10
     attacks = [job for job in planned_jobs(result.stdout) if job["rule"] == "attack"]
-    assert sum(len(job["output"]) for job in attacks) == 7 * 13
+    assert sum(len(job["output"]) for job in attacks) == 10 * 13
     assert all("/resnet20/sgd/xavier/" in job["output"][0] for job in attacks)
+
+
+def test_extensions_study_trains_every_rule_and_runs_autoattack_in_its_own_folder():
+    """config/extensions.yaml: valid against the schema file too, every registered rule
+    trained, PGD and AutoAttack under both gradients, the quick study's report, its own
+    results folder."""
+    import jsonschema
+
+    raw = yaml.safe_load((ROOT / "config" / "extensions.yaml").read_text())
+    config = study_config.validate_study(raw)
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(raw)
+    [experiment] = config["experiments"]
+    assert set(experiment["methods"]) == set(METHODS)
+    quick = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert config["results"] != quick["results"]
+    for key in ("dataset", "models", "epochs", "batch_size", "schedule", "layer"):
+        assert experiment[key] == quick["experiments"][0][key], key
+
+    # every job, whatever an earlier run of the study left in its results folder
+    result = snakemake(ROOT, "-n", "--forceall", "--configfile", "config/extensions.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    runs = len(experiment["methods"]) * len(experiment["seeds"])
+    assert sum(job["rule"] == "train" for job in jobs) == runs
+    attacks = [job for job in jobs if job["rule"] == "attack"]
+    assert len(attacks) == runs
+    for job in attacks:
+        assert [Path(f).name for f in job["output"]] == [
+            "pgd-feedback.csv", "pgd-true.csv", "autoattack-feedback.csv", "autoattack-true.csv"]
+    figures = sorted(job["wildcards"]["figure"] for job in jobs if job["rule"] == "figure")
+    assert figures == sorted(["training", "alignment", "alignment_layers", "alignment_per_layer",
+                              "robustness"])
+    assert any(job["rule"] == "error_table" for job in jobs)
+    outputs = [f for job in jobs for f in job["output"]]
+    assert outputs and all(f.startswith(config["results"] + "/") for f in outputs
+                           if f.startswith("results"))
 
 
 @pytest.mark.parametrize("change, message", [

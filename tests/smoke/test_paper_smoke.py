@@ -95,12 +95,12 @@ def test_every_run_trained_and_was_evaluated(smoke):
     config = study(project)
     accuracy = pd.read_csv(project / config["results"] / "tables" / "accuracy.csv")
     runs = study_config.runs(config)
-    assert len(accuracy) == len(runs) == 119
+    assert len(accuracy) == len(runs) == 167
     assert set(accuracy["status"]) == {"complete"}
     assert (accuracy["epochs_done"] == 1).all()
     assert accuracy["top1_error"].between(0, 1).all()
     by_init = accuracy.groupby("init").size().to_dict()
-    assert by_init == {"xavier": 63, "default": 28, "kaiming": 28}
+    assert by_init == {"xavier": 87, "default": 40, "kaiming": 40}
     assert set(accuracy["model"]) == {"lenet_mnist", "lenet_cifar", "resnet20", "resnet56",
                                       "resnet18"}
 
@@ -127,7 +127,7 @@ def test_every_attack_table_figure_and_the_report_exist(smoke):
         for ext in ("md", "tex", "csv"):
             assert (results / "tables" / f"{table}.{ext}").stat().st_size > 0
     inits = pd.read_csv(results / "tables" / "init_table.csv")
-    assert len(inits) == 7  # a row per rule
+    assert len(inits) == 10  # a row per rule
     report = results / "report.html"
     made = snakemake(project, *SMOKE, "--report", str(report), timeout=600)
     assert made.returncode == 0, made.stdout[-4000:]
