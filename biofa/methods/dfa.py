@@ -49,12 +49,15 @@ def _target_signal(error: Tensor) -> Tensor:
                "is not the error of a softmax cross-entropy loss, e = (p - y*)/N, from which "
                "drtp reads the target class; use cross-entropy on integer or one-hot labels, "
                "without label smoothing")
-    if functional.traced() or error.device.type != "cpu":  # in the graph; no GPU sync
+    if functional._transforming():
+        pass  # torch.func: the assert has no batching rule; the eager pass checks
+    elif torch.compiler.is_compiling() or error.device.type != "cpu":  # in the graph, no sync
         torch._assert_async(ok.all(), message)
     elif not bool(ok.all()):
         raise RuntimeError(message)
-    target = torch.zeros_like(error).scatter_(1, error.argmin(1, keepdim=True), 1.0)
-    return target.mul_((error != 0).any(1, keepdim=True)).div_(-error.shape[0])
+    classes = torch.arange(error.shape[1], device=error.device)
+    target = (classes == error.argmin(1, keepdim=True)) & (error != 0).any(1, keepdim=True)
+    return target.to(error.dtype).div_(-error.shape[0])
 
 
 #: What the hub sends to the hidden layers, from the output error e (flat per sample).
