@@ -50,7 +50,7 @@ def _target_signal(error: Tensor) -> Tensor:
                "drtp reads the target class; use cross-entropy on integer or one-hot labels, "
                "without label smoothing")
     if functional._transforming():
-        pass  # torch.func: the assert has no batching rule; the eager pass checks
+        pass  # torch.func: no check, the assert has no batching rule
     elif torch.compiler.is_compiling() or error.device.type != "cpu":  # in the graph, no sync
         torch._assert_async(ok.all(), message)
     elif not bool(ok.all()):
