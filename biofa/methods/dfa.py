@@ -23,6 +23,10 @@ model is converted. Memory: the sum over layers of ``num_outputs * input numel``
 floats; 1.9 M (7.5 MB) for ResNet-20 on CIFAR-10, but 2.2 G floats (8.7 GB) for
 ResNet-18 on ImageNet's 1000 classes at 224x224. Residual shortcuts still carry their
 own exact (identity) gradient, added to the projected one.
+
+The other direct rules are subclasses that change one thing: what the hub sends down
+(DRTP, ``drtp.py``: the target instead of the error) or how B is kept (DKP, ``dkp.py``:
+a Parameter that learns from the error times the layer's input).
 """
 
 from __future__ import annotations
