@@ -12,7 +12,9 @@ from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 import biofa
+from biofa.methods._fast import stream_seed
 from biofa import functional, methods
+from biofa.errors import SignalError
 from biofa.metrics import alignment, angle
 from biofa.methods import FA, PluginError, Registry, Rule, register
 
@@ -101,15 +103,17 @@ def test_wm_mirror_step_is_the_formula(kind):
              else biofa.Conv2d(4, 6, 3, dilation=2, groups=2, method="wm"))
     rule, W = layer.rule, layer.weight.detach()
     before = layer.feedback_weight.clone()
-    torch.manual_seed(3)
+    seed, draws = layer.feedback_draws.tolist()  # the layer's own stream
+    torch.manual_seed(3)  # not drawn from
     rule.refresh(layer)
-    torch.manual_seed(3)
+    assert layer.feedback_draws.tolist() == [seed, draws + 1]
+    generator = torch.Generator().manual_seed(stream_seed(seed, draws))
     n, std = rule.mirror_batch, rule.noise_std
     if kind == "linear":
-        noise = torch.randn(n, 5) * std
+        noise = torch.randn(n, 5, generator=generator) * std
         correlation = (noise @ W.T).T @ noise / n
     else:  # one 5x5 receptive field (3 taps, dilation 2) per noise image; two groups
-        noise = torch.randn(n, 4, 5, 5) * std
+        noise = torch.randn(n, 4, 5, 5, generator=generator) * std
         taps = noise[:, :, ::2, ::2]  # (n, 4, 3, 3): what the kernel sees
         correlation = torch.cat([
             torch.einsum("nc,nk->ck", taps[:, 2 * g:2 * g + 2].flatten(1) @ W[3 * g:3 * g + 3]
@@ -205,7 +209,7 @@ def test_drtp_hidden_signal_depends_on_the_target_not_on_the_error():
 
 def test_drtp_refuses_an_error_that_names_no_target():
     net, (x, y) = mlp("drtp"), data((7, 4))
-    with pytest.raises(RuntimeError, match="more than one negative component"):
+    with pytest.raises(SignalError, match="more than one negative component"):
         F.mse_loss(net(x), F.one_hot(y, 3).double()).backward()
 
 

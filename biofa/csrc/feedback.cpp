@@ -3,7 +3,6 @@
 // a Python call per layer and step. The error sent down goes through `feedback` (B)
 // instead of the weight; the weight gradient is the true local one; B gets the weight's
 // gradient when it learns (Kolen-Pollack); `clip` clamps the incoming error.
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorIterator.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/extension.h>
@@ -213,19 +212,10 @@ void redraw_range(float* __restrict__ m, float* __restrict__ o, const float* __r
   }
 }
 
-// The seed of one redraw, drawn from torch's default CPU generator exactly as
-// `torch.empty((), dtype=torch.int64).random_()` draws it (biofa/methods/brsf.py): the
-// Python fallback then gets the same seeds and leaves the generator in the same state.
-int64_t draw_seed() {
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  const uint64_t bits = at::check_generator<at::CPUGeneratorImpl>(generator)->random64();
-  return static_cast<int64_t>(bits % (static_cast<uint64_t>(INT64_MAX) + 1));
-}
-
-bool redraw_uniform_(Tensor magnitude, Tensor out, const Tensor& weight, double bound) {
+// `seed` is the layer's own stream (biofa/methods/brsf.py), never torch's global generator.
+bool redraw_uniform_(Tensor magnitude, Tensor out, const Tensor& weight, double bound,
+                     int64_t seed) {
   if (!fast_path(magnitude) || !fast_path(out) || !fast_path(weight)) return false;
-  const int64_t seed = draw_seed();  // only once the redraw is sure to happen here
   float* m = magnitude.data_ptr<float>();
   float* o = out.data_ptr<float>();
   const float* w = weight.data_ptr<float>();
@@ -247,5 +237,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d", &conv2d, "F.conv2d whose input gradient goes through feedback");
   m.def("sign_times_", &sign_times_,
         "out = (magnitude or scale) * sign(weight); False: not handled here");
-  m.def("redraw_uniform_", &redraw_uniform_, "brSF: new U(0, bound) magnitudes and B, seeded from torch's CPU generator");
+  m.def("redraw_uniform_", &redraw_uniform_, "brSF: new U(0, bound) magnitudes and B from the hash of (seed, index)");
 }

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional
-from .base import fill_
+from .base import init_std
 
 _MASK = 0xFFFFFFFF
 
@@ -53,8 +53,9 @@ def sign_feedback(layer: nn.Module, magnitude: Callable[[nn.Module], Tensor | fl
     return feedback
 
 
-def _mix32(x: Tensor) -> Tensor:
-    """Wellons' lowbias32 hash on int64 tensors holding 32-bit values (as feedback.cpp)."""
+def _mix32(x):
+    """Wellons' lowbias32 hash of 32-bit values: Python ints, or int64 tensors holding them
+    (as feedback.cpp)."""
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _MASK
     x = x ^ (x >> 15)
@@ -73,29 +74,38 @@ def hashed_uniform(shape, seed: int, bound: float, like: Tensor) -> Tensor:
     return ((x >> 8).to(dtype) * step).to(like.dtype).view(shape)
 
 
-def redraw_magnitude_(layer: nn.Module, bound: float) -> None:
-    """New ``layer.feedback_magnitude`` from the init's distribution; B follows it.
+def stream_seed(seed: int, draw: int) -> int:
+    """The seed of redraw number ``draw`` of a layer whose own stream is ``seed``: a
+    63-bit hash of the two, so redraws are independent of each other and of torch's
+    global generators (which data-parallel ranks seed apart) and need no state beyond
+    the two integers."""
+    low = _mix32((seed ^ (draw * 0x9E3779B9)) & _MASK)
+    high = _mix32((((seed >> 32) + draw * 0x85EBCA6B) & _MASK) ^ low)
+    return ((high & 0x7FFFFFFF) << 32) | low
 
-    ``kaiming``: |N(0, s)| from torch's generator. A uniform init: U(0, bound), on a GPU
-    from that device's generator in one kernel (a hash in tensor ops would be a dozen
-    launches per layer); on the CPU from a counter-based generator, a hash of the element
-    index and a seed taken from torch's CPU generator at each redraw. That one runs in
-    the same pass that builds B and gives the same numbers from the compiled and the
-    Python backend (torch's own CPU generator is serial and costs several percent of a
-    small model's step).
+
+def redraw_magnitude_(layer: nn.Module, bound: float, seed: int) -> None:
+    """New ``layer.feedback_magnitude`` from the init's distribution, from ``seed``; B follows.
+
+    ``kaiming``: |N(0, s)|, a uniform init: U(0, bound). Both from a torch generator of the
+    layer's device seeded with ``seed``, except U(0, bound) on the CPU: there the numbers are
+    the hash of the element index and ``seed``, computed in the same pass that builds B and
+    the same from the compiled and the Python backend (torch's CPU generator is serial and
+    costs several percent of a small model's step).
     """
     magnitude, weight = layer.feedback_magnitude, layer.weight
     if not magnitude.is_contiguous():
         # a channels_last model: draw in logical order, so a seed gives the same M
         magnitude = layer.feedback_magnitude = magnitude.contiguous()
     layer.versions.feedback = None  # B = |M| sign(W) is rebuilt with the new M
-    if layer.init_scheme == "kaiming":
-        fill_(layer.init_scheme, magnitude).abs_()
-    elif not magnitude.is_cpu:
-        magnitude.uniform_(0.0, bound)
+    if layer.init_scheme == "kaiming" or not magnitude.is_cpu:
+        generator = torch.Generator(magnitude.device).manual_seed(seed)
+        if layer.init_scheme == "kaiming":
+            magnitude.normal_(0.0, init_std("kaiming", magnitude.shape), generator=generator).abs_()
+        else:
+            magnitude.uniform_(0.0, bound, generator=generator)
     elif (native := functional.compiled()) is not None and native.redraw_uniform_(
-            magnitude, layer.sign_feedback, weight, bound):
+            magnitude, layer.sign_feedback, weight, bound, seed):
         layer.versions.feedback = weight._version  # B was built in the same pass
-    else:  # the same seed (from torch's CPU generator) and numbers as the compiled pass
-        seed = int(torch.empty((), dtype=torch.int64).random_())
+    else:  # the same numbers as the compiled pass
         magnitude.copy_(hashed_uniform(magnitude.shape, seed, bound, magnitude))

@@ -17,8 +17,8 @@ the correlation is torch's own weight gradient (``torch.nn.grad.conv2d_weight``)
 Cost per layer and step, for mirror_batches batches of mirror_batch noise vectors: two
 (mirror_batch x fan_in x fan_out) products, those of one layer's forward and weight
 gradient on mirror_batch inputs of one receptive field each, independent of the image
-size. The noise comes from torch's generator of the weight's device, so ``manual_seed``
-and a checkpointed RNG state reproduce B.
+size. The noise comes from a stream of the layer's own (``biofa.methods._stream``): the
+same on every rank of a data-parallel run, and continued across a resume.
 
 Change the defaults per model with a subclass, or per layer on ``layer.rule``.
 Akrout, Wilson, Humphreys, Lillicrap & Tweed (2019), "Deep learning without weight
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._stream import Stream
 from .fa import FA
 
 
@@ -44,23 +45,34 @@ class WM(FA):
     mirror_batch = 64
     mirror_batches = 1
 
+    def setup(self, layer: nn.Module) -> None:
+        super().setup(layer)
+        self.stream = Stream(layer)
+
     @torch.no_grad()
     def refresh(self, layer: nn.Module) -> None:
         weight, feedback = layer.weight.detach(), layer.feedback_weight
+        generator = self.stream.generator(layer, weight.device)
         for _ in range(self.mirror_batches):
             feedback.mul_(1.0 - self.mirror_lr * self.mirror_decay).add_(
-                mirror_correlation(layer, weight, self.mirror_batch, self.noise_std),
+                mirror_correlation(layer, weight, self.mirror_batch, self.noise_std, generator),
                 alpha=self.mirror_lr)
 
+    def teardown(self, layer: nn.Module) -> None:
+        super().teardown(layer)
+        self.stream.teardown(layer)
 
-def mirror_correlation(layer: nn.Module, weight: Tensor, n: int, std: float) -> Tensor:
+
+def mirror_correlation(layer: nn.Module, weight: Tensor, n: int, std: float,
+                       generator: torch.Generator | None = None) -> Tensor:
     """mean_n(y x^T) for n noise inputs x ~ N(0, std^2) of one receptive field, y = W x."""
     if weight.dim() == 2:
-        x = torch.randn(n, weight.shape[1], device=weight.device, dtype=weight.dtype) * std
+        x = torch.randn(n, weight.shape[1], device=weight.device, dtype=weight.dtype,
+                        generator=generator) * std
         return F.linear(x, weight).t().mm(x).div_(n)
     field = [d * (k - 1) + 1 for k, d in zip(weight.shape[2:], layer.dilation)]
     x = torch.randn(n, weight.shape[1] * layer.groups, *field, device=weight.device,
-                    dtype=weight.dtype) * std
+                    dtype=weight.dtype, generator=generator) * std
     y = F.conv2d(x, weight, dilation=layer.dilation, groups=layer.groups)
     return torch.nn.grad.conv2d_weight(x, weight.shape, y, dilation=layer.dilation,
                                        groups=layer.groups).div_(n)
