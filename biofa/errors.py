@@ -20,6 +20,12 @@ class UsageError(BiofaError, ValueError):
     """A bad argument or option value: unknown rule, attack, figure, out-of-range number."""
 
 
+class SignalError(UsageError):
+    """A loss whose output error a rule cannot learn from: DRTP reads the target class
+    from a softmax cross-entropy error, so MSE, margin or KL losses (an attack's too) have
+    none. Raised in the backward pass; callers that try several losses can catch it."""
+
+
 class ConfigError(UsageError):
     """A config that cannot run; the message names the key and what it accepts."""
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional
+from ..errors import SignalError
 from .base import Rule, draw
 
 
@@ -58,7 +59,7 @@ def _target_signal(error: Tensor) -> Tensor:
     elif torch.compiler.is_compiling() or error.device.type != "cpu":  # in the graph, no sync
         torch._assert_async(ok.all(), message)
     elif not bool(ok.all()):
-        raise RuntimeError(message)
+        raise SignalError(message)
     classes = torch.arange(error.shape[1], device=error.device)
     target = (classes == error.argmin(1, keepdim=True)) & (error != 0).any(1, keepdim=True)
     return target.to(error.dtype).div_(-error.shape[0])

@@ -12,8 +12,8 @@ The target is read from the error arriving at the output: for softmax cross-entr
 target class is the only negative component of each row of dL/dz (its smallest, zero,
 where the target's probability rounded to 1), so no training loop, attack or metric has
 to hand labels to the layers. A row with several negative components (another loss such
-as MSE or a margin loss, label smoothing) is refused with an error; an all-zero row sends
-nothing.
+as MSE or a margin loss) is refused with ``biofa.errors.SignalError``; an all-zero row
+sends nothing.
 """
 
 from .dfa import DFA
