@@ -150,6 +150,35 @@ def test_autoattack_follows_the_threat_models_gradient(runs, monkeypatch):
         assert all(modes == {gradient == "true"} for _, modes in seen), seen
 
 
+def test_autoattack_leaves_out_an_attack_the_rule_has_no_feedback_for():
+    """drtp reads its target from a cross-entropy error, so APGD-T's targeted DLR loss has
+    no feedback gradient under drtp (SignalError): AutoAttack runs the other three."""
+    import torch
+    import torchattacks
+
+    import biofa
+    from biofa.errors import SignalError
+    from biofa.models import build
+    from biofa.study.attack import make_attack
+
+    torch.manual_seed(0)
+    model = build("lenet_mnist", num_classes=10, in_channels=1)
+    biofa.convert(model, "drtp", input_size=(1, 32, 32))
+    model.eval()
+    x = torch.rand(6, 1, 32, 32)
+    y = model(x).argmax(1)
+    with pytest.raises(SignalError):
+        torchattacks.APGDT(model, eps=0.1, steps=2)(x, y)
+    atk = make_attack("autoattack", model, 0.1, steps=2, queries=10, classes=10)
+    ran = []
+    for inner in atk._autoattack.attacks:
+        inner.forward = (lambda forward, name: lambda *a: ran.append(name) or forward(*a))(
+            inner.forward, type(inner).__name__)
+    adversarial = atk(x, y)
+    assert adversarial.shape == x.shape and (adversarial - x).abs().max() <= 0.1 + 1e-6
+    assert ran[0] == "APGD" and "APGDT" in ran  # tried, left out, and on to the next
+
+
 def test_autoattack_is_torchattacks_standard_version_with_its_budget_set():
     import torch
     import torchattacks

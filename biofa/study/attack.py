@@ -101,6 +101,11 @@ def _autoattack(torchattacks, model, eps: float, *, steps: int, queries: int, se
     one left correctly classified; their iterations and queries are not arguments of
     AutoAttack, so they are set on the attacks it built. A fixed seed: torchattacks draws
     one from the clock without it, and reruns would differ.
+
+    An attack whose loss gives an output error the rule cannot turn into its feedback
+    (APGD-T's targeted DLR loss under drtp, which reads the target from a cross-entropy
+    error: ``SignalError``) has no feedback gradient to follow: it leaves its images as
+    they are and the next attack takes them, as it would after any attack that failed.
     """
     attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
                                      n_classes=min(classes, AUTOATTACK_CLASSES), seed=seed)
@@ -109,7 +114,27 @@ def _autoattack(torchattacks, model, eps: float, *, steps: int, queries: int, se
             inner.n_queries = queries
         else:
             inner.steps = steps
+        inner.forward = _without_feedback_signal(inner)
     return attack
+
+
+def _without_feedback_signal(inner):
+    """``inner``'s forward, which returns its images unchanged where the rule has no
+    feedback for the attack's loss (see :func:`_autoattack`)."""
+    import logging
+
+    from ..errors import SignalError
+
+    forward = inner.forward
+
+    def attempt(images, labels):
+        try:
+            return forward(images, labels)
+        except SignalError as error:
+            logging.getLogger(__name__).info("autoattack: %s left out (%s)",
+                                             type(inner).__name__, error)
+            return images.clone().detach()
+    return attempt
 
 
 def check(attack: str, strengths: list[float], source, **counts: int) -> None:
