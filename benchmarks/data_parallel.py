@@ -33,7 +33,9 @@ one round, so slow spells of the machine cancel).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import functools
 import gc
 import json
 import os
@@ -97,30 +99,33 @@ def worker(rank: int, world: int, args, out: str) -> None:
             model = data_parallel(model, device_ids=[local] if cuda else None)
         optimizer = make_optimizer({"optimizer": OPTIMIZER}, model)
 
-        def step(model=model, optimizer=optimizer):
+        def step(model=model, optimizer=optimizer, sync_gradients=True):
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
+            with contextlib.nullcontext() if sync_gradients else model.no_sync():
+                F.cross_entropy(model(x), y).backward()
             optimizer.step()
         steps[method] = step
+        if world > 1 and args.no_sync:  # the same step without the all-reduce
+            steps[f"{method}:no-sync"] = functools.partial(step, sync_gradients=False)
 
     for step in steps.values():
         for _ in range(WARMUP):
             step()
-    times = {method: [] for method in methods}
-    order, rng = list(methods), random.Random(args.seed)  # the same order on every rank
+    times = {key: [] for key in steps}
+    order, rng = list(steps), random.Random(args.seed)  # the same order on every rank
     gc.collect()
     gc.disable()
     try:
         for _ in range(args.rounds):
             rng.shuffle(order)
-            for method in order:
+            for key in order:
                 sync()
                 barrier()
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    steps[method]()
+                    steps[key]()
                 sync()
-                times[method].append((time.perf_counter() - t0) / args.steps)
+                times[key].append((time.perf_counter() - t0) / args.steps)
             gc.collect()
     finally:
         gc.enable()
@@ -153,14 +158,25 @@ def summarise(runs: dict[int, list[dict[str, list[float]]]], methods: list[str],
             ratios = [b / t for launch in launches for b, t in zip(launch["bp"], launch[method])]
             per_launch = [statistics.median(launch[method]) for launch in launches]
             out[method][n] = (batch / statistics.median(seconds), ratios, per_launch)
+            free = f"{method}:no-sync"
+            if free in launches[0]:  # the all-reduce's share of the step, round by round
+                alone = [t for launch in launches for t in launch[free]]
+                share = [1 - a / t for launch in launches
+                         for a, t in zip(launch[free], launch[method])]
+                out[method][f"{n}:no-sync"] = (batch / statistics.median(alone),
+                                               statistics.median(share))
     return out
 
 
-def table(summary, nprocs: list[int], markdown: bool) -> str:
+def table(summary, nprocs: list[int], markdown: bool, no_sync: bool = False) -> str:
+    """Per rule: images/s per process count, speed-up over 1 process (min-max over
+    repetitions), efficiency, ratio to bp at each count; with ``no_sync`` also each count's
+    images/s without the gradients' all-reduce and the share of the step it costs."""
     more = [n for n in nprocs if n != 1]
     head = ([f"{n}-proc img/s" for n in nprocs]
             + [c for n in more for c in (f"speed-up x{n}", "min-max", f"efficiency x{n}")]
-            + [f"vs bp @{n}" for n in nprocs])
+            + [f"vs bp @{n}" for n in nprocs]
+            + [c for n in more if no_sync for c in (f"{n}-proc no-sync img/s", f"all-reduce @{n}")])
     rows = []
     for method, cells in summary.items():
         row = [method] + [f"{cells[n][0]:.0f}" for n in nprocs]
@@ -170,6 +186,9 @@ def table(summary, nprocs: list[int], markdown: bool) -> str:
             each = [a / b for a, b in zip(cells[1][2], cells[n][2])]
             row += [f"{speedup:.2f}x", f"{min(each):.2f}-{max(each):.2f}", f"{speedup / n:.0%}"]
         row += [f"{statistics.median(cells[n][1]):.2f}x" for n in nprocs]
+        for n in more if no_sync else []:
+            alone, share = cells[f"{n}:no-sync"]
+            row += [f"{alone:.0f}", f"{share:.0%}"]
         rows.append(row)
     return render(["rule"] + head, rows, markdown)
 
@@ -187,6 +206,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cuda: nccl, one GPU per process")
     parser.add_argument("--seed", type=int, default=0, help="seed of the round orders")
+    parser.add_argument("--no-sync", action="store_true",
+                        help="also time every rule's N-process step under DDP's no_sync() "
+                             "(no all-reduce): what the all-reduce costs of the step")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     methods = args.methods.split(",") if args.methods else list(METHODS)
@@ -219,7 +241,7 @@ def main() -> None:
     print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M} | torch {torch.__version__} | {where} | "
           f"{args.model} global batch {args.batch} | {args.repeats} launches x {args.rounds} rounds "
           f"x {args.steps} steps per count | images/s from the median step time")
-    print(table(summarise(runs, methods, args.batch), nprocs, args.markdown))
+    print(table(summarise(runs, methods, args.batch), nprocs, args.markdown, args.no_sync))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ nvJPEG), cropping and flipping there.
 Each round times one pass over the images for every (pipeline, workers) in a freshly
 shuffled order (workers are persistent and warmed by one pass beforehand, so worker start-up
 is not counted); reported: the median images/s over rounds, its spread (min-max over rounds),
-images/s per worker (the main process counts as one for 0 workers) and per core used
-(workers capped at the machine's cores).
+images/s per worker (the main process counts as one for 0 workers), per core used
+(workers capped at the machine's cores) and, with ``psutil`` installed, images per CPU-second
+of the main process and its workers together (user + system time): what one core of its
+own would deliver, whatever else the machine was running.
 
     python benchmarks/imagenet_loader.py                   # workers 0,1,2; 2 x 100 images
     python benchmarks/imagenet_loader.py --workers 0,1,2,4 --rounds 7 --markdown
@@ -146,21 +148,42 @@ def make_loaders(root: Path, workers: list[int], batch: int, device: str):
     return out
 
 
-def bench(passes: dict, rounds: int, seed: int = 0) -> dict:
-    """{key: images/s of each round}, the keys timed in a shuffled order every round."""
+def cpu_seconds() -> float | None:
+    """CPU seconds (user + system) of this process and its live children (the loaders'
+    workers) so far, or None without psutil (an optional extra, not a biofa dependency)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # a child that just ended
+            continue
+        total += times.user + times.system
+    return total
+
+
+def bench(passes: dict, rounds: int, seed: int = 0) -> tuple[dict, dict]:
+    """({key: images/s of each round}, {key: images per CPU-second of each round}), the
+    keys timed in a shuffled order every round."""
     for run in passes.values():  # starts the persistent workers, warms caches
         run()
-    rates = {key: [] for key in passes}
+    rates, per_cpu = {key: [] for key in passes}, {key: [] for key in passes}
     order, rng = list(passes), random.Random(seed)
     for r in range(rounds):
         rng.shuffle(order)
         for key in order:
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(), time.perf_counter()
             n = passes[key]()
             rates[key].append(n / (time.perf_counter() - t0))
+            if c0 is not None:
+                per_cpu[key].append(n / max(cpu_seconds() - c0, 1e-9))
         print(f"  round {r + 1}/{rounds}", end="\r", file=sys.stderr)
     print(file=sys.stderr)
-    return rates
+    return rates, per_cpu
 
 
 def main() -> None:
@@ -185,17 +208,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kb = write_folder(Path(tmp), args.classes, args.images)
         passes = make_loaders(Path(tmp), workers, args.batch, args.device)
-        rates = bench(passes, args.rounds)
+        rates, per_cpu = bench(passes, args.rounds)
         del passes  # shuts the persistent workers down before the folder goes
     print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M} | torch {torch.__version__} | {cores} cores "
           f"| {args.classes}x{args.images} JPEGs 500x375 q90, mean {kb:.0f} KB | batch {args.batch} "
           f"| {args.rounds} rounds | median images/s over rounds (min-max)")
-    head = ["pipeline", "workers", "images/s", "min-max", "per worker", "per core"]
+    head = ["pipeline", "workers", "images/s", "min-max", "per worker", "per core",
+            "per CPU-s"]
     rows = []
     for (pipeline, w), r in rates.items():
         median = statistics.median(r)
+        cpu = f"{statistics.median(per_cpu[pipeline, w]):.0f}" if per_cpu[pipeline, w] else "-"
         rows.append([pipeline, str(w), f"{median:.0f}", f"{min(r):.0f}-{max(r):.0f}",
-                     f"{median / max(w, 1):.0f}", f"{median / min(max(w, 1), cores):.0f}"])
+                     f"{median / max(w, 1):.0f}", f"{median / min(max(w, 1), cores):.0f}", cpu])
     print(render(head, rows, args.markdown))
 
 
