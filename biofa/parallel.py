@@ -94,11 +94,15 @@ def data_parallel(model: nn.Module, device_ids=None, *, sync_batchnorm: bool = F
         check_same_feedback(model)
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
         model, feedback_buffers(model))
+    layers = [layer for _, layer in feedback_layers(model)]
+    up_to_date = [layer.weight._version == layer.versions.refreshed for layer in layers]
     wrapped = DistributedDataParallel(model, device_ids=device_ids, **options)
-    for _, layer in feedback_layers(model):
-        # DDP's broadcast of rank 0's weights bumped their version counters: that is not an
-        # optimiser step, so the first step still uses what setup drew (brSF's first M)
-        _steps.keep(layer)
+    for layer, done in zip(layers, up_to_date):
+        # DDP's broadcast of rank 0's weights bumped their version counters. That is not an
+        # optimiser step: chores done before it stay done (the first step uses what setup
+        # drew, brSF's first M); chores due before it (a loaded checkpoint) stay due.
+        if done:
+            _steps.keep(layer)
     return wrapped
 
 

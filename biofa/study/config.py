@@ -93,6 +93,9 @@ def schema() -> dict:
                                    "(CUDA graphs on a GPU)"},
         "alignment_batch": {"type": "integer", "minimum": 0,
                             "description": "images for the per-epoch gradient alignment; 0 skips"},
+        "sync_batchnorm": {"type": "boolean",
+                           "description": "under torchrun on GPUs: batch statistics over the "
+                                          "global batch (torch's SyncBatchNorm)"},
     }, required=["dataset", "model", "method", "optimizer", "epochs", "batch_size"])
 
 
@@ -116,6 +119,7 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": False,
     "compile": False,
     "alignment_batch": 256,
+    "sync_batchnorm": False,
 }
 
 

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
 from ..errors import DatasetCorrupt, DatasetMissing, UsageError
 
@@ -903,8 +903,14 @@ def _install(tmp: Path, target: Path, name: str,
 
 def loaders(name: str, root: str | os.PathLike, batch_size: int, *, workers: int = 0, seed: int = 0,
             augment: bool = True, eval_batch_size: int | None = None,
-            device: str | torch.device | None = None) -> dict[str, DataLoader]:
+            device: str | torch.device | None = None,
+            shard: tuple[int, int] = (0, 1)) -> dict[str, DataLoader]:
     """DataLoaders for the three splits: {"train", "val", "test"}.
+
+    ``shard`` = (rank, world size) of a data-parallel run: the train loader then takes
+    rank's share of each epoch's permutation through a ``DistributedSampler`` (shuffled
+    from ``seed`` and the epoch, ``sampler.set_epoch``: the same permutation for any
+    number of processes), ``batch_size`` per process.
 
     The train loader shuffles with its own ``torch.Generator`` seeded by
     ``seed``, so the order of batches (and the augmentation seeds of worker
@@ -921,7 +927,11 @@ def loaders(name: str, root: str | os.PathLike, batch_size: int, *, workers: int
             # Fresh workers each epoch, seeded from the generator that the epoch's shuffle
             # is seeded from: their augmentation draws then depend on the epoch alone, so a
             # run resumed in another process (mid-epoch too) sees the same images.
-            out[split] = DataLoader(ds, batch_size=batch_size, shuffle=True,
+            rank, size = shard
+            sampler = None if size == 1 else DistributedSampler(
+                ds, num_replicas=size, rank=rank, shuffle=True, seed=seed * 1_000_003)
+            out[split] = DataLoader(ds, batch_size=batch_size, shuffle=sampler is None,
+                                    sampler=sampler,
                                     generator=torch.Generator().manual_seed(seed), **common)
         else:
             # Their own generator too: each pass over them draws a worker seed, which

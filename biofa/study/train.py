@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -30,14 +30,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .. import metrics
 from ..errors import CheckpointError, RunError
 from ..layers import fixed_state
+from ..parallel import data_parallel
 from . import io
 from .data import loaders
 from .device import resolve_device
+from .distributed import World, per_process_batch
 from .evaluate import accumulate, evaluate_model, inputs, summary
 from .evaluate import evaluate as evaluate_split
 from .run import RunFolder, build_model, now
@@ -112,7 +115,7 @@ def set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------------------- epochs
 
 def train_epoch(model, loader, optimizer, scaler, device, config, desc="", *, partial=None,
-                stop=None) -> dict:
+                stop=None, world: World = World()) -> dict:
     """One pass over ``loader``, or its rest when ``partial`` says where a stopped pass was.
 
     ``stop`` is polled after every step; when it turns true the pass ends early and
@@ -120,6 +123,9 @@ def train_epoch(model, loader, optimizer, scaler, device, config, desc="", *, pa
     next call takes back as ``partial``. Skipped batches are still drawn from the loader
     (and the RNG state restored afterwards by the caller), so data order, augmentation
     and worker seeds come out exactly as in an uninterrupted pass.
+
+    Under data parallelism (``world``) the loss and accuracy totals are summed over the
+    ranks, and ``stop`` must be polled on every rank alike.
     """
     model.train()
     use_amp = config["amp"] and device.type == "cuda"
@@ -145,8 +151,9 @@ def train_epoch(model, loader, optimizer, scaler, device, config, desc="", *, pa
         done += 1
         if stop is not None and stop() and done < len(loader):
             progress.close()
+            totals, n = world.sum(totals, n)
             return {"stopped": {"batches": done, "n": n, "totals": totals.cpu()}}
-    return summary(totals, n)
+    return summary(*world.sum(totals, n))
 
 
 def step_model(model: nn.Module, config: dict) -> nn.Module:
@@ -269,10 +276,11 @@ def _provenance(device: torch.device) -> dict:
 class _Record:
     """``run.json``: each session that trained this run folder, with what it ran on."""
 
-    def __init__(self, out: RunFolder, device: torch.device, fresh: bool):
+    def __init__(self, out: RunFolder, device: torch.device, fresh: bool, world: dict):
         self.path = out / out.RECORD
         previous = [] if fresh or not self.path.exists() else io.read_json(self.path)["sessions"]
-        self.session = {**_provenance(device), "started": now(), "ended": None, "ended_as": None}
+        self.session = {**_provenance(device), **world, "started": now(), "ended": None,
+                        "ended_as": None}
         self.sessions = previous + [self.session]
         self.write()
 
@@ -376,6 +384,12 @@ def train(config: dict, out: str | Path, restart_on_change: bool = False,
     continues from that step with the numbers of an uninterrupted run. ``restart``
     discards what ``out`` holds (e.g. a corrupted checkpoint) and starts afresh.
 
+    Under torchrun the processes train the run together (:mod:`biofa.study.distributed`):
+    ``batch_size`` is the global batch, rank 0 holds the lock, validates, measures
+    alignment and writes every file, and a stop signal to any rank stops every rank at
+    the same step. A run resumes with the number of processes it stopped with, or with
+    another one after a completed epoch.
+
     ``evaluate``: splits (of :data:`RunFolder.EVALUATIONS`) whose evaluation of the best
     checkpoint, ``out/<split>.json``, is written once training has ended, in this process
     and under the lock, as ``biofa evaluate DIR --split SPLIT`` writes it
@@ -387,35 +401,56 @@ def train(config: dict, out: str | Path, restart_on_change: bool = False,
         raise RunError(f"cannot evaluate on {', '.join(map(repr, bad))}; the splits are "
                        f"{', '.join(RunFolder.EVALUATIONS)}")
     out = RunFolder(out)
-    with out.lock(), _stop_on_signals() as signals:
-        status, trained = _train(config, out, restart_on_change, restart, signals)
-        for split in dict.fromkeys(evaluate):
-            if trained or not (out / out.evaluation(split)).exists():
-                evaluate_split(out.path, split=split, device=config["device"])
-        return status
+    device = resolve_device(config["device"])
+    world = World.from_environment(device)
+    try:
+        with out.lock() if world.is_main else nullcontext(), _stop_on_signals() as signals:
+            world.barrier()  # the other ranks start once rank 0 holds the folder
+            trained = _train(config, out, restart_on_change, restart, signals, device, world)
+            if world.is_main:
+                for split in dict.fromkeys(evaluate):
+                    if trained or not (out / out.evaluation(split)).exists():
+                        evaluate_split(out.path, split=split, device=config["device"])
+            world.barrier()
+            return io.read_json(out / out.STATUS)
+    finally:
+        world.close()
 
 
 def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
-           signals: list[int]) -> tuple[dict, bool]:
-    """(the status, whether this call trained: False when the run was finished already)."""
-    last = _resume_point(out, config, restart, restart_on_change)
-    if last is not None and last["status"]["status"] != "running":
-        _write_outputs(out, last)  # finished: only restore what may have been deleted
-        return io.read_json(out / out.STATUS), False
+           signals: list[int], device: torch.device, world: World) -> bool:
+    """Whether this call trained (False when the run was finished already)."""
+    last = _resume_point(out, config, restart, restart_on_change) if world.is_main else None
+    where = world.broadcast(None if last is None else last["status"]["status"])
+    if where is not None and where != "running":
+        if world.is_main:
+            _write_outputs(out, last)  # finished: only restore what may have been deleted
+        return False
+    if where is not None and not world.is_main:
+        last = out.load_checkpoint(out.LAST)
+    if last is not None:
+        _check_world(out, last, world)
+    batch_size = per_process_batch(config["batch_size"], world)
 
     set_runtime(config)
-    device = resolve_device(config["device"])
     seed_everything(config["seed"])
-    data = loaders(config["dataset"], config["data_root"], config["batch_size"],
+    data = loaders(config["dataset"], config["data_root"], batch_size,
                    workers=config["workers"], seed=config["seed"],
-                   eval_batch_size=config["eval_batch_size"], device=device)
-    model = build_model(config, device)
+                   eval_batch_size=config["eval_batch_size"], device=device,
+                   shard=(world.rank, world.size))
+    model = build_model(config, device)  # the same on every rank: one seed so far
+    if world.size > 1:  # from here on the ranks draw apart (augmentation, dropout)
+        seed_everything(config["seed"] * 1_000_003 + 7919 * (world.rank + 1))
+        parallel = data_parallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                 sync_batchnorm=config["sync_batchnorm"])
+        model = parallel.module
     fixed = fixed_state(model)  # shared by the model and its best epoch's snapshot
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer)
-    stepped = step_model(model, config)
+    stepped = step_model(parallel if world.size > 1 else model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=config["amp"] and device.type == "cuda")
-    probe = alignment_batch(data["val"], config["alignment_batch"], device, config["channels_last"])
+    probe = (alignment_batch(data["val"], config["alignment_batch"], device, config["channels_last"])
+             if world.is_main else None)
 
     partial = None
     if last is not None:
@@ -423,50 +458,67 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
         scaler.load_state_dict(last["scaler"])
-        set_rng_state(last["rng"])
+        ranks_rng = last.get("ranks_rng") or [last["rng"]]
+        if len(ranks_rng) == world.size:
+            set_rng_state(ranks_rng[world.rank])
+        elif world.is_main:  # another number of processes: the others keep their fresh seeds
+            set_rng_state(last["rng"])
         state = {key: last[key] for key in ("history", "alignment", "best", "best_model", "status")}
         if state["best_model"] is not None:  # fixed since the start: the model's own
             current = model.state_dict()
             state["best_model"] = {**state["best_model"], **{key: current[key] for key in fixed}}
         partial = last.get("partial")
         if partial is not None:
-            partial = {**partial, "rng": last["rng"]}
+            partial = {**partial, "rng": ranks_rng[world.rank]}
+            if not world.is_main:  # rank 0's totals are every rank's, summed at the stop
+                partial.update(totals=torch.zeros_like(partial["totals"]), n=0)
             log.info("resuming %s in epoch %d at step %d/%d", out, partial["epoch"],
                      partial["batches"] + 1, len(data["train"]))
         else:
             log.info("resuming %s after epoch %d", out, last["epoch"])
     else:
-        io.write_yaml(out / out.CONFIG, config)
-        state = {"history": [], "alignment": alignment_rows(model, 0, probe),
-                 "best": {"epoch": 0, "val_acc1": -1.0}, "best_model": None,
-                 "status": {"status": "running", "epoch": 0}}
-        io.save_torch(out / out.BEST, {"model": model.state_dict(), **state["best"]})
-    record = _Record(out, device, fresh=last is None)
+        state = {"history": [], "alignment": [], "best": {"epoch": 0, "val_acc1": -1.0},
+                 "best_model": None, "status": {"status": "running", "epoch": 0}}
+        if world.is_main:
+            io.write_yaml(out / out.CONFIG, config)
+            state["alignment"] = alignment_rows(model, 0, probe)
+            io.save_torch(out / out.BEST, {"model": model.state_dict(), **state["best"]})
+    spread = world.describe(device)
+    record = _Record(out, device, last is None, spread) if world.is_main else None
 
     def checkpoint(epoch: int, **extra) -> None:
-        io.save_torch(out / out.LAST, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_state(), "epoch": epoch, **state, **extra})
+        states = world.gather(rng_state())  # every rank's, to resume each where it was
+        if world.is_main:
+            io.save_torch(out / out.LAST, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": states[0], "ranks_rng": states, "world_size": world.size, "epoch": epoch,
+                **state, **extra})
 
     def stop(where: str) -> Stopped:
-        name = signal.Signals(signals[0]).name
-        record.end(f"stopped by {name}")
+        signum = signals[0] if signals else signal.SIGTERM  # or it came to another rank
+        name = signal.Signals(signum).name if signals else "a signal to another process"
+        if record is not None:
+            record.end(f"stopped by {name}")
         return Stopped(f"{out}: stopped by {name} {where}; {out / out.LAST} resumes it: run the "
-                       "same command again", signals[0])
+                       "same command again", signum)
 
     epoch_seconds: list[float] = []
     try:
         for epoch in range(state["status"]["epoch"] + 1, config["epochs"] + 1):
-            if signals:  # arrived while the previous epoch was validated: its checkpoint is written
+            if world.any(bool(signals)):  # came while the previous epoch was validated
                 raise stop(f"after epoch {epoch - 1}")
             started = time.perf_counter()
-            data["train"].generator.manual_seed(config["seed"] * 1_000_003 + epoch)  # resumable shuffles
+            # resumable shuffles and worker seeds, each rank's own
+            data["train"].generator.manual_seed(
+                (config["seed"] * 1_000_003 + epoch) * world.size + world.rank)
+            if isinstance(data["train"].sampler, DistributedSampler):
+                data["train"].sampler.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
             earlier = partial["seconds"] if partial else 0.0  # spent before a mid-epoch stop
             fit = train_epoch(stepped, data["train"], optimizer, scaler, device, config,
                               desc=f"epoch {epoch}/{config['epochs']}", partial=partial,
-                              stop=lambda: bool(signals))
+                              stop=lambda: world.any(bool(signals)), world=world)
             partial = None
             if "stopped" in fit:
                 done = fit["stopped"]["batches"]
@@ -480,35 +532,61 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
                 state["status"] = {"status": "diverged", "epoch": epoch,
                                    "reason": f"training loss became {fit['loss']} in epoch {epoch}"}
                 break
-            val = evaluate_model(model, data["val"], device, config["amp"], config["channels_last"])
-            state["alignment"] += alignment_rows(model, epoch, probe)
-            seconds = earlier + time.perf_counter() - started
-            state["history"].append({
-                "epoch": epoch, "train_loss": fit["loss"], "train_acc1": fit["acc1"],
-                "train_acc5": fit["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
-                "val_acc5": val["acc5"], "lr": lr, "seconds": round(seconds, 3)})
-            if val["acc1"] > state["best"]["val_acc1"]:
-                state["best"] = {"epoch": epoch, "val_acc1": val["acc1"]}
-                state["best_model"] = _snapshot(model, fixed)
-                io.save_torch(out / out.BEST, {"model": state["best_model"], **state["best"]})
             done = epoch == config["epochs"]
+            if world.is_main:  # measured once; the other ranks wait in checkpoint()
+                val = _validate_and_record(model, data, probe, state, epoch, fit, lr, fixed, out,
+                                           config, device, earlier + time.perf_counter() - started)
             state["status"] = {"status": "complete" if done else "running", "epoch": epoch}
             checkpoint(epoch)
-            _write_outputs(out, state)
-            epoch_seconds.append(time.perf_counter() - started)
-            eta = sum(epoch_seconds) / len(epoch_seconds) * (config["epochs"] - epoch)
-            log.info("epoch %d/%d  train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | lr %.3g "
-                     "| %.1fs | eta %s", epoch, config["epochs"], fit["loss"], 100 * fit["acc1"],
-                     val["loss"], 100 * val["acc1"], lr, seconds, _duration(eta))
-        if state["status"]["status"] == "diverged":
+            if world.is_main:
+                _write_outputs(out, state)
+                epoch_seconds.append(time.perf_counter() - started)
+                eta = sum(epoch_seconds) / len(epoch_seconds) * (config["epochs"] - epoch)
+                log.info("epoch %d/%d  train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% | lr "
+                         "%.3g | %.1fs | eta %s", epoch, config["epochs"], fit["loss"],
+                         100 * fit["acc1"], val["loss"], 100 * val["acc1"], lr,
+                         state["history"][-1]["seconds"], _duration(eta))
+        if state["status"]["status"] == "diverged" and world.is_main:
             _record_divergence(out, state)
     except Stopped:
         raise
     except BaseException as error:
-        record.end(f"failed: {type(error).__name__}")
+        if record is not None:
+            record.end(f"failed: {type(error).__name__}")
         raise
-    record.end(state["status"]["status"])
-    return io.read_json(out / out.STATUS), True
+    if record is not None:
+        record.end(state["status"]["status"])
+    return True
+
+
+def _validate_and_record(model, data, probe, state: dict, epoch: int, fit: dict, lr: float,
+                         fixed: set[str], out: RunFolder, config: dict, device,
+                         seconds: float) -> dict:
+    """Validate after an epoch, measure alignment, and keep the epoch in ``state`` (its
+    history row; its weights, in ``state`` and best.pt, if they are the best so far)."""
+    val = evaluate_model(model, data["val"], device, config["amp"], config["channels_last"])
+    state["alignment"] += alignment_rows(model, epoch, probe)
+    state["history"].append({
+        "epoch": epoch, "train_loss": fit["loss"], "train_acc1": fit["acc1"],
+        "train_acc5": fit["acc5"], "val_loss": val["loss"], "val_acc1": val["acc1"],
+        "val_acc5": val["acc5"], "lr": lr, "seconds": round(seconds, 3)})
+    if val["acc1"] > state["best"]["val_acc1"]:
+        state["best"] = {"epoch": epoch, "val_acc1": val["acc1"]}
+        state["best_model"] = _snapshot(model, fixed)
+        io.save_torch(out / out.BEST, {"model": state["best_model"], **state["best"]})
+    return val
+
+
+def _check_world(out: RunFolder, last: dict, world: World) -> None:
+    """Refuse to continue a stopped epoch with another number of processes: its place in
+    the epoch is a step of that many processes' batches and their data order."""
+    before = last.get("world_size", 1)
+    if before != world.size and last.get("partial") is not None:
+        raise RunError(
+            f"{out} was stopped in epoch {last['partial']['epoch']} while training with {before} "
+            f"process(es), and this is {world.size}: finish that epoch with {before} "
+            f"(torchrun --nproc-per-node {before}, or plain `biofa train` for 1); after a "
+            "completed epoch any number of processes can take over")
 
 
 def _snapshot(model: nn.Module, fixed: set[str]) -> dict[str, torch.Tensor]:
