@@ -58,6 +58,12 @@ def test_step_time_names_an_unknown_method():
     assert "unknown method 'fb'" in result.stderr
 
 
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``benchmarks/<script>`` run with ``args``, its output captured."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
 def _table_rows(stdout: str, first: str) -> tuple[list[str], list[list[str]]]:
     """The header (starting with ``first``) and the rows of a terminal table the scripts print."""
     lines = [line.split() for line in stdout.splitlines() if line.strip() and not line.startswith("#")]
@@ -66,10 +72,8 @@ def _table_rows(stdout: str, first: str) -> tuple[list[str], list[list[str]]]:
 
 
 def test_imagenet_loader_prints_images_per_second_per_pipeline_and_worker_count():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "imagenet_loader.py"), "--workers", "0,1",
-         "--images", "8", "--batch", "4", "--rounds", "1"],
-        capture_output=True, text=True, timeout=120)
+    result = _bench("imagenet_loader.py", "--workers", "0,1", "--images", "8", "--batch", "4",
+                    "--rounds", "1")
     assert result.returncode == 0, result.stderr
     head, rows = _table_rows(result.stdout, "pipeline")
     assert head == ["pipeline", "workers", "images/s", "min-max", "per", "worker", "per", "core",
@@ -78,25 +82,13 @@ def test_imagenet_loader_prints_images_per_second_per_pipeline_and_worker_count(
         ("pil", "0"), ("pil", "1"), ("tvio", "0"), ("tvio", "1")]
     for row in rows:
         assert all(float(cell) > 0 for cell in [row[2], *row[3].split("-"), row[4], row[5]]), row
+        assert row[6] == "-" or float(row[6]) > 0  # "-" without psutil
     assert "mean" in result.stdout and "KB" in result.stdout  # the stand-in's file size
 
 
-def test_imagenet_loader_refuses_cuda_without_a_gpu():
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "imagenet_loader.py"), "--device", "cuda"],
-        capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "torch.cuda.is_available() is False" in result.stderr
-
-
 def test_data_parallel_prints_speed_up_and_ratio_to_bp_per_rule():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "data_parallel.py"), "--methods", "dfa",
-         "--steps", "2", "--rounds", "1", "--repeats", "1"],
-        capture_output=True, text=True, timeout=120)
+    result = _bench("data_parallel.py", "--methods", "dfa", "--steps", "2", "--rounds", "1",
+                    "--repeats", "1")
     assert result.returncode == 0, result.stderr
     head, rows = _table_rows(result.stdout, "rule")
     assert " ".join(head) == ("rule 1-proc img/s 2-proc img/s speed-up x2 min-max efficiency x2 "
@@ -109,14 +101,22 @@ def test_data_parallel_prints_speed_up_and_ratio_to_bp_per_rule():
     assert rows[0][6:8] == ["1.00x", "1.00x"]
 
 
-def test_data_parallel_refuses_cuda_without_a_gpu_and_unknown_rules():
+def _refuses_cuda_without_a_gpu(script: str, message: str) -> None:
     import torch
 
-    script = str(ROOT / "benchmarks" / "data_parallel.py")
-    if not torch.cuda.is_available():
-        result = subprocess.run([sys.executable, script, "--device", "cuda"],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and "no GPU" in result.stderr
-    result = subprocess.run([sys.executable, script, "--methods", "fb"],
-                            capture_output=True, text=True, timeout=120)
+    if not torch.cuda.is_available():  # with a GPU there is nothing to refuse
+        result = _bench(script, "--device", "cuda")
+        assert result.returncode == 2 and message in result.stderr
+
+
+def test_imagenet_loader_refuses_cuda_without_a_gpu():
+    _refuses_cuda_without_a_gpu("imagenet_loader.py", "torch.cuda.is_available() is False")
+
+
+def test_data_parallel_refuses_cuda_without_a_gpu():
+    _refuses_cuda_without_a_gpu("data_parallel.py", "no GPU")
+
+
+def test_data_parallel_names_an_unknown_rule():
+    result = _bench("data_parallel.py", "--methods", "fb")
     assert result.returncode == 2 and "unknown method 'fb'" in result.stderr
