@@ -9,8 +9,8 @@ launch does not pay the ~5 s import of torch again on a busy machine; on GPUs th
 spawned (CUDA does not survive a fork). Every process runs torch on one thread
 (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``) on the CPU, or drives one GPU each
 with ``--device cuda``. The global batch is fixed (``--batch``; LeNet-MNIST 64, ResNet-20
-128 as in step_time.py), so each of N processes takes
-batch/N: N processes take the step one process takes.
+128 as in step_time.py), so each of N processes takes batch/N: N processes take the step
+one process takes.
 
 In each launch every process builds, for every rule, the model from the same seed (so all
 ranks hold the same W and B), converts it with ``biofa.convert`` (``input_size`` for the
@@ -22,10 +22,13 @@ all ranks starting each burst at a barrier; rank 0's clock counts. Reported per 
 images/s for each N (global batch over the median step time, all rounds of all launches),
 the speed-up over 1 process with its min-max over repetitions, the efficiency (speed-up / N)
 and the rule's throughput over bp's at the same N (median over rounds of the ratio within
-one round, so slow spells of the machine cancel).
+one round, so slow spells of the machine cancel). ``--no-sync`` also times every rule's
+N-process step under DDP's ``no_sync()`` (no all-reduce of the gradients; the ranks drift
+apart, which does not matter for timing): its images/s and the all-reduce's share of the
+synchronised step, round by round.
 
     python benchmarks/data_parallel.py                            # all rules, LeNet, 1 vs 2 CPU processes
-    python benchmarks/data_parallel.py --methods bp,fa,dfa,kp --repeats 3 --markdown
+    python benchmarks/data_parallel.py --methods bp,fa,dfa,kp --repeats 3 --no-sync --markdown
     python benchmarks/data_parallel.py --model resnet20 --steps 3
     python benchmarks/data_parallel.py --device cuda --nprocs 1,2,4,8 --model resnet20
 """
