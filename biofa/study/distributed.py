@@ -116,3 +116,4 @@ def per_process_batch(batch_size: int, world: World) -> int:
             f"the {world.size} processes; make it a multiple of {world.size} or change "
             "--nproc-per-node")
     return batch_size // world.size
+

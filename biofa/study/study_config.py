@@ -82,7 +82,10 @@ def schema() -> dict:
     definitions = {
         "method": method,
         "resources": _object({
-            "gpu": {"type": "integer", "minimum": 0},
+            "gpu": {"type": "integer", "minimum": 0, "description": "GPUs per node"},
+            "processes": {**count, "description": "training processes per node (torchrun); "
+                                                  "default: one per GPU, or one"},
+            "nodes": {**count, "description": "nodes of one training job (srun)"},
             "threads": count,
             "mem_mb": count,
             "runtime": {**count, "description": "minutes"},
@@ -391,9 +394,39 @@ def run_config(config: dict, experiment: dict, run) -> dict:
         "epochs": experiment["epochs"],
         "batch_size": experiment["batch_size"], "seed": int(get("seed")),
         "device": config.get("device", "auto"),
-        "threads": experiment.get("resources", {}).get("threads", 1),
+        # the job's cores, shared by its processes on a node
+        "threads": max(1, experiment.get("resources", {}).get("threads", 1)
+                       // processes_per_node(experiment.get("resources", {}))),
         **experiment.get("run", {}),
     }
+
+
+#: The port torchrun's rendezvous listens on, on a multi-node job's first node.
+RENDEZVOUS_PORT = 29500
+
+
+def processes_per_node(resources: dict) -> int:
+    """An experiment's training processes per node: ``processes``, or one per GPU, or one."""
+    return int(resources.get("processes") or resources.get("gpu") or 1)
+
+
+def launcher(resources: dict) -> str:
+    """The shell words that start ``biofa train`` as an experiment's ``resources`` ask:
+    nothing for one process; torchrun for several on one node; on several nodes, srun
+    starts one torchrun per node of the job's SLURM allocation, which meet at the first
+    node (torchrun's c10d rendezvous, keyed by the job id)."""
+    processes, nodes = processes_per_node(resources), int(resources.get("nodes", 1))
+    if processes * nodes == 1:
+        return ""
+    if nodes == 1:
+        return f"torchrun --standalone --nnodes 1 --nproc-per-node {processes} --no-python"
+    return (
+        f'srun --overlap --nodes {nodes} --ntasks-per-node 1 --kill-on-bad-exit=1 '
+        f'torchrun --nnodes {nodes} --nproc-per-node {processes} --rdzv-backend c10d '
+        '--rdzv-id "${SLURM_JOB_ID:?resources nodes > 1 need a SLURM job: '
+        'snakemake --profile profiles/slurm}" '
+        '--rdzv-endpoint "$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
+        f':{RENDEZVOUS_PORT} --no-python')
 
 
 # --- checks beyond the schema ------------------------------------------------------------

@@ -147,3 +147,34 @@ def test_workflow_on_slurm_resumes_a_cancelled_job(slurm_cluster, tmp_path):
     assert report.returncode == 0, report.stdout[-3000:]
     html = (cluster / "results/report.html").read_text(errors="ignore")
     assert len(html) > 50_000 and "robustness" in html and "error_table" in html
+
+
+def test_a_two_process_train_job_goes_through_the_profile(slurm_cluster, tmp_path):
+    """An experiment asking `processes: 2` (CPU, gloo): one SLURM job with its cores, in
+    which torchrun starts the two processes that train the run together."""
+    project = make_project(tmp_path / "ddp")
+    config = yaml.safe_load((project / "config" / "small.yaml").read_text())
+    experiment = config["experiments"][0]
+    experiment.update(methods=["brsf"], epochs=2, schedule={"name": "multistep", "milestones": [1], "gamma": 0.1})
+    experiment["optimizers"]["sgd"]["lr"] = 0.01
+    config["attacks"]["transfer"]["eps"] = []  # no bp run to craft them on
+    experiment["resources"] = {"gpu": 0, "processes": 2, "threads": 2, "mem_mb": 2000,
+                               "runtime": 15}
+    (project / "config" / "ddp.yaml").write_text(yaml.safe_dump(config))
+    run = f"{RUNS}/brsf/seed0"
+    result = snakemake(project, "--profile", "profiles/slurm", "--configfile", "config/ddp.yaml",
+                       *FAST_POLLING, f"{run}/test.json")
+    assert result.returncode == 0, result.stdout[-4000:]
+    session = json.loads((project / run / "run.json").read_text())["sessions"][-1]
+    assert session["world_size"] == 2 and session["backend"] == "gloo"
+    assert session["threads"] == 1  # the job's 2 cores, one per process
+    metrics = pd.read_csv(project / run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2] and metrics["val_acc1"].iloc[-1] > 0.5
+    assert json.loads((project / run / "test.json").read_text())["n_images"] > 0
+    log = (project / "results/logs/train/digits/lenet_mnist/sgd/xavier/brsf/seed0.log").read_text()
+    assert "torchrun" in result.stdout or "torchrun" in log
+    logs = sorted((project / ".snakemake/slurm_logs/rule_train").glob("*/*.log"))
+    assert len(logs) == 1
+    job = subprocess.run(["scontrol", "show", "job", logs[0].stem], capture_output=True,
+                         text=True).stdout
+    assert re.search(r"NumCPUs=2\b", job), job

@@ -24,7 +24,7 @@ from biofa.study.attack import plan as plan_attacks
 from biofa.study.attack import plan_files
 from biofa.study.config import validate as validate_run
 from biofa.study.run import RunFolder
-from biofa.study.study_config import experiment_index, is_target, run_key
+from biofa.study.study_config import experiment_index, is_target, launcher, run_key
 from biofa.study.study_config import runs as study_runs
 from biofa.study.study_config import run_config as study_run_config
 
@@ -80,6 +80,17 @@ def run_dir(wildcards, output):
 
 def resource(section, key, default):
     return lambda wildcards: section(wildcards).get("resources", {}).get(key, default)
+
+
+def train_gpus(wildcards):
+    """The GPUs of a train job: per node, times its nodes."""
+    resources = experiment_of(wildcards).get("resources", {})
+    return resources.get("gpu", 0) * resources.get("nodes", 1)
+
+
+def train_launcher(wildcards):
+    """What starts biofa train: nothing, torchrun (processes > 1), or srun (nodes > 1)."""
+    return launcher(experiment_of(wildcards).get("resources", {}))
 
 
 def run_config(wildcards):

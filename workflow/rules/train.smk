@@ -34,9 +34,10 @@ rule run_config:
 
 
 rule train:
-    """Train one run and test its best-validation weights (one process: most of a small
-    job is starting Python and torch); a rerun after an interruption resumes from the
-    run's last checkpoint.
+    """Train one run and test its best-validation weights; a rerun after an interruption
+    resumes from the run's last checkpoint. One process (most of a small job is starting
+    Python and torch), or as the experiment's resources ask: `processes` (default: one
+    per GPU) under torchrun, `nodes` > 1 with one torchrun per node started by srun.
 
     A stop signal (SIGTERM, which SLURM sends at the time limit, on preemption and on
     scancel) makes biofa write a mid-epoch checkpoint and exit with status 75; the
@@ -58,12 +59,14 @@ rule train:
         "../envs/biofa.yaml"
     threads: resource(experiment_of, "threads", 1)
     resources:
-        gpu=resource(experiment_of, "gpu", 0),
+        gpu=train_gpus,
+        nodes=resource(experiment_of, "nodes", 1),
         mem_mb=resource(experiment_of, "mem_mb", 4000),
         runtime=resource(experiment_of, "runtime", 60),
     params:
         dir=run_dir,
+        launch=train_launcher,
     shell:
         # BIOFA_NATIVE=ready: a job does not wait while another builds the compiled backward
-        "BIOFA_NATIVE=${{BIOFA_NATIVE:-ready}} biofa train {input.config} --out {params.dir} --restart-on-change --evaluate test "
+        "BIOFA_NATIVE=${{BIOFA_NATIVE:-ready}} {params.launch} biofa train {input.config} --out {params.dir} --restart-on-change --evaluate test "
         "> {log} 2>&1"
