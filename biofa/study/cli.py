@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.util import find_spec
 
@@ -136,6 +137,8 @@ def cmd_train(args) -> int:
     except Stopped as stopped:
         print(f"biofa train: {stopped}", file=sys.stderr)
         return stopped.exit_status
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for the run
     print(f"{args.out}: {status['status']} at epoch {status['epoch']}")
     if args.evaluate:
         from .io import read_json
@@ -412,7 +415,11 @@ def parser() -> argparse.ArgumentParser:
                         "without the real data (marked ROOT/NAME/STAND-IN; never over real data)")
     p.set_defaults(run=cmd_data)
 
-    p = sub.add_parser("train", help="train one model with one learning rule")
+    p = sub.add_parser(
+        "train", help="train one model with one learning rule",
+        description="Train one model with one learning rule into a run folder. On several "
+                    "processes: torchrun --nproc-per-node N --no-python biofa train CONFIG --out "
+                    "DIR (batch_size is the global batch; rank 0 writes DIR).")
     p.add_argument("config", help="YAML run config (see config/README.md)")
     p.add_argument("--out", required=True, help="run folder; an interrupted run resumes from it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
