@@ -25,7 +25,7 @@ EXAMPLE = ROOT / "config" / "examples" / "digits_lenet.yaml"
     ({"optimizer.lrr": 0.1}, "unknown config key 'optimizer.lrr'; allowed keys under 'optimizer': "
                              "betas, fused, lr, momentum, name, nesterov, weight_decay"),
     ({"optimizer.lr": -0.1}, "config key 'optimizer.lr': -0.1 is less than or equal to the minimum of 0"),
-    ({"method": "dfaa"}, "config key 'method': 'dfaa' is not allowed; allowed values: bp, brsf, dfa, fa, frsf, kp, usf"),
+    ({"method": "dfaa"}, "config key 'method': 'dfaa' is not allowed; allowed values: bp, brsf, dfa, dkp, drtp, fa, frsf, kp, usf, wm; did you mean 'dfa'?"),
     ({"epochs": 3, "schedule.milestones": [2, 5]}, "config key 'schedule.milestones': [5] lie beyond epochs=3"),
     ({"batch_size": "64"}, "config key 'batch_size': '64' is not of type 'integer'"),
     ({"dataset": "minst"}, "allowed values: cifar10, cifar100, digits, fashion_mnist, imagenet, mnist"),

@@ -198,6 +198,7 @@ def build_model(config: dict, device="cpu"):
     import torch
 
     from ..convert import convert
+    from ..methods import get_rule
     from ..models import build
     from .data import DATASETS
 
@@ -205,7 +206,7 @@ def build_model(config: dict, device="cpu"):
     model = build(config["model"], num_classes=info.num_classes, in_channels=info.input_size[0],
                   normalize=(info.mean, info.std))
     options = dict(config["layer"])
-    if config["method"] == "dfa":
+    if get_rule(config["method"]).direct:  # the projections need the layers' input shapes
         options["input_size"] = info.input_size
     convert(model, config["method"], **options)
     model = model.to(device)
