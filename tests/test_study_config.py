@@ -455,6 +455,8 @@ def test_smoke_keeps_every_run_and_attack_and_shrinks_only_time():
         for key in ("models", "methods", "seeds", "batch_size", "optimizers", "layer"):
             assert small[key] == real[key], key
         assert small["resources"]["threads"] == 1
+        assert study_config.launcher(small["resources"]) == ""  # one process per job
+        assert small["resources"]["gpu"] == real["resources"]["gpu"]
         assert small["run"] == {**real["run"], "workers": min(real["run"].get("workers", 0), 1)}
     assert smoke["attacks"]["n_images"] == study_config.SMOKE_IMAGES
     for key in ("targets", "white_box", "square", "onepixel", "transfer"):

@@ -635,7 +635,7 @@ def smoke_study(config: dict) -> dict:
 
     The DAG keeps every run, attack, table and figure of ``config``, every model at its
     real size and every key of its experiments (batch sizes, channels_last, amp ...), but
-    runs each job on one thread (and at most one loader worker) and trains one epoch on the stand-in data that ``biofa data NAME --stand-in`` writes in
+    runs each job as one process on one thread (and at most one loader worker) and trains one epoch on the stand-in data that ``biofa data NAME --stand-in`` writes in
     each data set's real on-disk format (below ``data_root``/stand-in, so stand-in files
     never mix with downloaded ones), and attacks :data:`SMOKE_IMAGES` images per attack
     (AutoAttack's Square with at most the paper's 50 queries).
@@ -653,6 +653,9 @@ def smoke_study(config: dict) -> dict:
         # mostly Python starting, so the jobs run side by side instead of one at a time,
         # and the worker path of the data loaders is still exercised
         experiment.setdefault("resources", {})["threads"] = 1
+        # and one process: two of ImageNet's DFA run would hold its 8.7 GB of feedback
+        # twice; the multi-process path has tests of its own (tests/test_distributed_train.py)
+        experiment["resources"].update(processes=1, nodes=1)
         run = experiment.setdefault("run", {})
         run["workers"] = min(run.get("workers", 0), 1)
     attacks = config["attacks"]
