@@ -179,6 +179,18 @@ def test_autoattack_leaves_out_an_attack_the_rule_has_no_feedback_for():
     assert ran[0] == "APGD" and "APGDT" in ran  # tried, left out, and on to the next
 
 
+def test_an_attack_without_feedback_for_its_loss_leaves_the_images(runs, tmp_path):
+    """TPGD's KL loss under drtp's feedback (SignalError): the images stay as they are,
+    while through the true gradient TPGD attacks as ever."""
+    drtp = tmp_path / "drtp"
+    assert main(["train", str(EXAMPLE), "--out", str(drtp), "--set", "method=drtp",
+                 "--set", "optimizer.lr=0.001", "--set", "epochs=1",
+                 "--set", "schedule.milestones=[1]"]) == 0
+    frame = attack_run(drtp, "tpgd", [0.3], n=N).set_index("gradient")
+    assert frame.loc["feedback", "robust_acc"] == frame.loc["feedback", "clean_acc"] > 0
+    assert frame.loc["true", "robust_acc"] < frame.loc["true", "clean_acc"]
+
+
 def test_autoattack_is_torchattacks_standard_version_with_its_budget_set():
     import torch
     import torchattacks

@@ -215,8 +215,6 @@ class _Target:
         import torch
         from tqdm import tqdm
 
-        from ..layers import true_gradient
-
         model, config = self.model, self.config
         crafter = self.crafter if attack == "transfer" else model
         batches = self.batches(n, batch_size)
@@ -242,8 +240,7 @@ class _Target:
                     else:
                         atk = make_attack(attack, crafter, strength, steps=steps, queries=queries,
                                           seed=seed, batch_size=batch_size, classes=classes)
-                        with true_gradient(crafter) if gradient == "true" else nullcontext():
-                            adversarial = atk(x, y)
+                        adversarial = _attacked(atk, crafter, x, y, gradient)
                     robust = clean & (_predict(model, adversarial) == y)
                     clean_hits += int(clean.sum())
                     robust_hits += int(robust.sum())
@@ -257,6 +254,30 @@ class _Target:
                     "n_images": n, "clean_acc": clean_hits / n, "robust_acc": robust_hits / n,
                     "ci_low": low, "ci_high": high, "source": str(source) if source else ""})
         return pd.DataFrame(rows, columns=ATTACK_COLUMNS)
+
+
+def _attacked(atk, crafter, x, y, gradient: str):
+    """``atk``'s examples of ``x``, through the true gradient or the rule's feedback.
+
+    A loss whose output error the rule has no feedback for (TPGD's KL divergence under
+    drtp, which reads the target from a cross-entropy error: ``SignalError``) gives an
+    attacker limited to that feedback nothing to follow: the images stay as they are, as
+    AutoAttack's attacks do in :func:`_autoattack`.
+    """
+    from ..errors import SignalError
+    from ..layers import true_gradient
+
+    try:
+        with true_gradient(crafter) if gradient == "true" else nullcontext():
+            return atk(x, y)
+    except SignalError as error:
+        if gradient == "true":
+            raise
+        import logging
+
+        logging.getLogger(__name__).info("%s: no feedback gradient for its loss, images "
+                                         "left as they are (%s)", type(atk).__name__, error)
+        return x
 
 
 def attack_run(run_dir: str | Path, attack: str, strengths: list[float], *, n: int = 500,
