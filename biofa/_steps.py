@@ -121,3 +121,25 @@ def catch_up(layer: nn.Module, stepped: bool = False) -> None:
         layer.rule.refresh(layer)
         done.refreshed = version
 
+
+
+def chores_done(layer: nn.Module) -> list[bool]:
+    """[constrained, refreshed]: whether each chore is done for the weight as it is now.
+
+    A checkpoint keeps these, because loading the weights bumps their version: without
+    them a resumed run would apply the weight constraint again to a W that validation's
+    forward pass had already constrained (a rescale by a ratio within an ulp of 1, which
+    the steps after it amplify).
+    """
+    version, done = layer.weight._version, layer.versions
+    return [done.constrained == version, done.refreshed == version]
+
+
+def restore_chores(layer: nn.Module, state: list[bool]) -> None:
+    """After loading the weights ``chores_done`` was taken with: the same chores done."""
+    constrained, refreshed = state
+    version = layer.weight._version
+    if constrained:
+        layer.versions.constrained = version
+    if refreshed:
+        layer.versions.refreshed = version

@@ -242,3 +242,18 @@ def frozen_feedback(model: nn.Module):
     For measurements that must leave training exactly as it would have been.
     """
     return _setting(model, "frozen")
+
+
+def step_chores(model: nn.Module) -> list[list[bool]]:
+    """Which once-per-step chores each biofa layer of ``model`` has done for its weight as
+    it is now, in module order: for a checkpoint, with ``restore_step_chores`` after loading."""
+    return [_steps.chores_done(layer) for _, layer in feedback_layers(model)]
+
+
+def restore_step_chores(model: nn.Module, chores: list[list[bool]]) -> None:
+    """After ``model.load_state_dict`` of the weights ``step_chores`` was taken with."""
+    layers = [layer for _, layer in feedback_layers(model)]
+    if len(layers) != len(chores):
+        raise ValueError(f"{len(chores)} layers' chores for a model of {len(layers)} biofa layers")
+    for layer, state in zip(layers, chores):
+        _steps.restore_chores(layer, state)

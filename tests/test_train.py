@@ -114,6 +114,46 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     assert (killed / "last.pt").stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("method", ["fa", "brsf"])
+def test_a_run_stopped_between_epochs_resumes_to_the_same_numbers(tmp_path, monkeypatch, method):
+    """A stop signal while an epoch is validated: the run resumes from that epoch's
+    last.pt, whose weights validation's forward pass had already constrained; the
+    constraint is not applied a second time (bit for bit, as the quick study trains)."""
+    from contextlib import contextmanager
+
+    import biofa.study.train as train_module
+
+    config = write_config(tmp_path, method=method, epochs=3, **{
+        "schedule.milestones": [2], "layer.constrain_weights": True, "optimizer.lr": 0.003})
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", str(config), "--out", str(straight)]) == 0
+
+    caught: list[int] = []
+    validate = train_module.evaluate_model
+
+    def validate_then_signal(*args, **kwargs):
+        result = validate(*args, **kwargs)
+        caught.append(signal.SIGTERM)  # as if it came while epoch 1 was validated
+        return result
+
+    @contextmanager
+    def these_signals():
+        yield caught
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "evaluate_model", validate_then_signal)
+        patch.setattr(train_module, "_stop_on_signals", these_signals)
+        assert main(["train", str(config), "--out", str(stopped)]) == train_module.STOPPED_EXIT
+    last = torch.load(stopped / "last.pt", weights_only=True)
+    assert last["epoch"] == 1 and "partial" not in last
+    assert all(constrained for constrained, _ in last["chores"])  # validation constrained W
+    assert main(["train", str(config), "--out", str(stopped)]) == 0
+    a, b = pd.read_csv(straight / "metrics.csv"), pd.read_csv(stopped / "metrics.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    for key, value in _state(straight).items():
+        assert torch.equal(value, _state(stopped)[key]), key
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_the_optimiser_is_fused_unless_the_config_says_otherwise(name):
     from biofa.study.config import validate

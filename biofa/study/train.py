@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from .. import metrics
 from ..errors import CheckpointError, RunError
-from ..layers import fixed_state
+from ..layers import fixed_state, restore_step_chores, step_chores
 from ..parallel import data_parallel
 from . import io
 from .data import loaders
@@ -455,6 +455,8 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
     partial = None
     if last is not None:
         model.load_state_dict(last["model"])
+        if "chores" in last:  # e.g. the weight constraint validation already applied
+            restore_step_chores(model, last["chores"])
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
         scaler.load_state_dict(last["scaler"])
@@ -492,7 +494,8 @@ def _train(config: dict, out: RunFolder, restart_on_change: bool, restart: bool,
             io.save_torch(out / out.LAST, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": states[0], "ranks_rng": states, "world_size": world.size, "epoch": epoch,
+                "rng": states[0], "ranks_rng": states, "world_size": world.size,
+                "chores": step_chores(model), "epoch": epoch,
                 **state, **extra})
 
     def stop(where: str) -> Stopped:
