@@ -205,10 +205,17 @@ def feedback_layers(model: nn.Module) -> Iterator[tuple[str, FeedbackLayer]]:
             yield name, module
 
 
+def buffer_names(model: nn.Module, wanted) -> list[str]:
+    """The names ``model.named_buffers()`` gives the buffers of its biofa layers that
+    ``wanted(layer, buffer_name)`` picks, in module order."""
+    return [f"{name}.{buffer}" if name else buffer for name, layer in feedback_layers(model)
+            for buffer, value in layer._buffers.items()
+            if value is not None and wanted(layer, buffer)]
+
+
 def fixed_state(model: nn.Module) -> set[str]:
     """The state-dict keys of ``model``'s fixed feedback buffers (``Rule.fixed_buffers``)."""
-    return {f"{name}.{buffer}" if name else buffer for name, layer in feedback_layers(model)
-            for buffer in layer.rule.fixed_buffers if buffer in layer._buffers}
+    return set(buffer_names(model, lambda layer, buffer: buffer in layer.rule.fixed_buffers))
 
 
 @contextmanager

@@ -28,17 +28,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import _steps
 from .errors import UsageError
-from .layers import feedback_layers
+from .layers import buffer_names, feedback_layers
 
 
 def feedback_buffers(model: nn.Module, derived: bool = True) -> list[str]:
     """Names of the buffers the rules of ``model``'s biofa layers keep (B, brSF's
     magnitudes and stream), as ``model.named_buffers()`` names them; with ``derived``
     also the caches rebuilt from those and W (the sign rules' B), which are not saved."""
-    return [f"{name}.{buffer}" if name else buffer for name, layer in feedback_layers(model)
-            for buffer, value in layer._buffers.items()
-            if value is not None and buffer not in _PLAIN_BUFFERS
-            and (derived or buffer not in layer._non_persistent_buffers_set)]
+    return buffer_names(model, lambda layer, buffer: buffer not in _PLAIN_BUFFERS and (
+        derived or buffer not in layer._non_persistent_buffers_set))
 
 
 #: Buffers of torch's own layers or of the weight constraint, not of a rule.
