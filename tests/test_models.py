@@ -30,7 +30,7 @@ def _test_shape(name: str) -> tuple[int, int, int]:
 
 def test_names():
     assert set(MODELS) == {
-        "lenet_mnist", "lenet_cifar", "resnet20", "resnet32",
+        "lenet_mnist", "lenet_mnist_tanh", "lenet_cifar", "resnet20", "resnet32",
         "resnet44", "resnet56", "resnet110", "resnet18",
     }
 

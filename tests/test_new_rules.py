@@ -213,6 +213,31 @@ def test_drtp_refuses_an_error_that_names_no_target():
         F.mse_loss(net(x), F.one_hot(y, 3).double()).backward()
 
 
+def test_drtp_checks_on_the_host_outside_training(monkeypatch):
+    """In eval mode (an attack) drtp refuses on the host, where training on a GPU only
+    checks in the graph: the flag reaches the signal, and on a device that is not the
+    CPU (meta: shapes, no values) only the host check reads the tensor."""
+    from biofa.methods import dfa
+
+    seen = []
+    target = dfa.SIGNALS["target"]
+    monkeypatch.setitem(dfa.SIGNALS, "target",
+                        lambda error, on_host: seen.append(on_host) or target(error, on_host))
+    x, y = data((5, 4))
+    net = mlp("drtp")
+    F.cross_entropy(net(x), y).backward()
+    net.eval()
+    F.cross_entropy(net(x.clone().requires_grad_()), y).backward()
+    assert seen == [False, True]
+    with pytest.raises(SignalError):  # eval mode: refused on the host
+        F.mse_loss(net(x), F.one_hot(y, 3).double()).backward()
+
+    on_device = torch.empty(4, 3, device="meta")
+    assert dfa._target_signal(on_device, check_on_host=False).shape == (4, 3)  # no sync
+    with pytest.raises(RuntimeError, match="meta"):  # the host check reads the values
+        dfa._target_signal(on_device, check_on_host=True)
+
+
 def test_drtp_reads_the_target_of_a_saturated_row():
     """p rounded to 1 at the target (the row is 0 there, positive elsewhere): still the target."""
     net, (x, y) = mlp("drtp"), data((3, 4))

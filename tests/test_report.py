@@ -578,7 +578,7 @@ def test_robustness_figure_draws_autoattack(drawn):
     assert_no_placeholder(fig)
     assert [ax.get_title() for ax in fig.axes] == [
         "CIFAR-10 ResNet-20 SGD: PGD",
-        "CIFAR-10 ResNet-20 SGD: AutoAttack (10 steps, 5000 queries)"]
+        "CIFAR-10 ResNet-20 SGD: AutoAttack\n(10 steps, 5000 queries)"]
     pgd, auto = fig.axes
     assert auto.get_xlabel() == EPS_LABEL and auto.get_ylim() == (0, 100)
     # each rule under the feedback (solid) and the true gradient (dashed), as PGD

@@ -51,7 +51,7 @@ def test_schema_names_come_from_the_registries():
 
 
 @pytest.mark.parametrize("name, count", [("config.yaml", 30), ("paper.yaml", 167),
-                                         ("extensions.yaml", 20)])
+                                         ("extensions.yaml", 40)])
 def test_shipped_studies_are_valid_and_get_their_defaults(name, count):
     raw = yaml.safe_load((ROOT / "config" / name).read_text())
     config = study_config.validate_study(raw)

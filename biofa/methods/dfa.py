@@ -39,7 +39,7 @@ from ..errors import SignalError
 from .base import Rule, draw
 
 
-def _target_signal(error: Tensor) -> Tensor:
+def _target_signal(error: Tensor, check_on_host: bool) -> Tensor:
     """-y*/N from a softmax cross-entropy error e = (p - y*)/N: DRTP's hidden signal.
 
     The target class is the smallest component of each row of e: the only negative one
@@ -48,6 +48,12 @@ def _target_signal(error: Tensor) -> Tensor:
     needs to hand it over. A row with several negative components is no such error and
     is refused; an all-zero row (no error at all) sends nothing. N, the rows, scales the
     signal as a mean-reduced loss scales e.
+
+    The refusal is a ``SignalError`` raised on the host wherever that costs no
+    throughput: on the CPU, and on any device outside training (``check_on_host``: an
+    attack whose loss is not cross-entropy, APGD-T's DLR or TPGD's KL, then skips what it
+    cannot follow instead of failing). A training step on a GPU, or in a compiled graph,
+    checks in the graph without waiting for the device; it fails at the next sync.
     """
     ok = (error < 0).sum(1) <= 1
     message = ("drtp: a row of the output error has more than one negative component, so it "
@@ -56,7 +62,7 @@ def _target_signal(error: Tensor) -> Tensor:
                "without label smoothing")
     if functional._transforming():
         pass  # torch.func: no check, the assert has no batching rule
-    elif torch.compiler.is_compiling() or error.device.type != "cpu":  # in the graph, no sync
+    elif torch.compiler.is_compiling() or (error.device.type != "cpu" and not check_on_host):
         torch._assert_async(ok.all(), message)
     elif not bool(ok.all()):
         raise SignalError(message)
@@ -65,15 +71,17 @@ def _target_signal(error: Tensor) -> Tensor:
     return target.to(error.dtype).div_(-error.shape[0])
 
 
-#: What the hub sends to the hidden layers, from the output error e (flat per sample).
-SIGNALS = {"error": lambda error: error, "target": _target_signal}
+#: What the hub sends to the hidden layers, from the output error e (flat per sample) and
+#: whether a refusal may wait for the device (see :func:`_target_signal`).
+SIGNALS = {"error": lambda error, check_on_host: error, "target": _target_signal}
 
 
 class _Project(torch.autograd.Function):
     """Identity on the network output; sends ``signal(e) @ B_l`` to every handed-over input.
 
     ``signal`` names an entry of ``SIGNALS``: the output error itself (DFA, DKP) or the
-    target read from it (DRTP). A B that requires grad (DKP's Parameter) gets
+    target read from it (DRTP); ``check_on_host`` is true outside training. A B that
+    requires grad (DKP's Parameter) gets
     ``e^T x_l``, the output error times the layer's input. In the ``setup_context``
     style, which torch.compile traces and torch.func transforms.
     """
@@ -81,13 +89,15 @@ class _Project(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(out, signal, *inputs_and_feedbacks):
+    def forward(out, signal, check_on_host, *inputs_and_feedbacks):
         return out.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        signal, inputs, feedbacks = inputs[1], inputs[2::2], inputs[3::2]
-        ctx.signal, ctx.shapes = signal, [x.shape for x in inputs]
+        signal, check_on_host = inputs[1], inputs[2]
+        inputs, feedbacks = inputs[3::2], inputs[4::2]
+        ctx.signal, ctx.check_on_host = signal, check_on_host
+        ctx.shapes = [x.shape for x in inputs]
         ctx.learned = [feedback.requires_grad for feedback in feedbacks]
         ctx.save_for_backward(*feedbacks,
                               *(x for x, learned in zip(inputs, ctx.learned) if learned))
@@ -95,13 +105,13 @@ class _Project(torch.autograd.Function):
     @staticmethod
     def backward(ctx, error):
         flat = error.reshape(error.shape[0], -1)
-        sent = SIGNALS[ctx.signal](flat)
+        sent = SIGNALS[ctx.signal](flat, ctx.check_on_host)
         feedbacks = ctx.saved_tensors[:len(ctx.shapes)]
         learned_inputs = iter(ctx.saved_tensors[len(ctx.shapes):])
-        grads = [error, None]
+        grads = [error, None, None]
         for i, (feedback, shape, learned) in enumerate(zip(feedbacks, ctx.shapes, ctx.learned)):
             grad_x = grad_feedback = None
-            if ctx.needs_input_grad[2 + 2 * i]:
+            if ctx.needs_input_grad[3 + 2 * i]:
                 grad_x = sent.mm(feedback.to(sent.dtype)).view(shape)
             if learned:
                 x = next(learned_inputs).reshape(shape[0], -1)
@@ -123,15 +133,18 @@ class DFAHub:
             self.entries.clear()
         self.entries.append((id(layer), x, feedback))
 
-    def project(self, out: Tensor, signal: str = "error") -> Tensor:
-        """``out`` through ``_Project``: its backward sends ``SIGNALS[signal]`` down."""
+    def project(self, out: Tensor, signal: str = "error", training: bool = True) -> Tensor:
+        """``out`` through ``_Project``: its backward sends ``SIGNALS[signal]`` down.
+
+        ``training`` is the output layer's mode: outside training a signal that refuses
+        an error does so on the host (see :func:`_target_signal`)."""
         entries, self.entries = self.entries, []
         if not entries:
             return out
         if out.shape[0] != entries[0][1].shape[0]:
             raise RuntimeError("the network output and the layer inputs differ in batch size")
         flat = [t for _, x, feedback in entries for t in (x, feedback)]
-        return _Project.apply(out, signal, *flat)
+        return _Project.apply(out, signal, not training, *flat)
 
 
 class DFA(Rule):
@@ -182,4 +195,6 @@ class DFA(Rule):
                     f"{self.name} layer was set up for inputs of shape {self.input_shape} per sample, "
                     f"got {tuple(x.shape[1:])}: convert again with the input_size you train on")
             self.hub.hand_over(layer, x, layer.feedback_weight)
-        return self.hub.project(out, self.signal) if self.is_output else out
+        if not self.is_output:
+            return out
+        return self.hub.project(out, self.signal, layer.training)

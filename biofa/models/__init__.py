@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from .common import Normalize
-from .lenet import LeNet, lenet_cifar, lenet_mnist
+from .lenet import LeNet, lenet_cifar, lenet_mnist, lenet_mnist_tanh
 from .resnet_cifar import (
     BasicBlock,
     CifarResNet,
@@ -52,6 +52,7 @@ def resnet18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet_mnist": lenet_mnist,
+    "lenet_mnist_tanh": lenet_mnist_tanh,
     "lenet_cifar": lenet_cifar,
     "resnet20": resnet20,
     "resnet32": resnet32,
@@ -63,6 +64,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 _DEFAULT_SHAPES: dict[str, tuple[int, int, int]] = {
     "lenet_mnist": (1, 32, 32),
+    "lenet_mnist_tanh": (1, 32, 32),
     "lenet_cifar": (3, 32, 32),
     "resnet20": (3, 32, 32),
     "resnet32": (3, 32, 32),
@@ -116,6 +118,7 @@ __all__ = [
     "input_shape",
     "lenet_cifar",
     "lenet_mnist",
+    "lenet_mnist_tanh",
     "resnet18",
     "resnet20",
     "resnet32",

@@ -520,7 +520,8 @@ def _attack_title(attack: str, rows: pd.DataFrame) -> str:
     if attack == AUTOATTACK:
         budget = ([f"{int(steps.iloc[0])} steps"] if len(steps) else []) + (
             [f"{int(queries.iloc[0])} queries"] if len(queries) else [])
-        return "AutoAttack" + (f" ({', '.join(budget)})" if budget else "")
+        # its budget on a line of its own: one line is wider than the panel
+        return "AutoAttack" + (f"\n({', '.join(budget)})" if budget else "")
     return attack.upper()
 
 

@@ -74,7 +74,7 @@ PALETTE.update({m: FALLBACK_COLOUR for m in METHOD_ORDER if m not in PALETTE})
 
 DATASET_NAMES = {"digits": "Digits", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
                  "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
-MODEL_NAMES = {"lenet_mnist": "LeNet", "lenet_cifar": "LeNet", "resnet18": "ResNet-18",
+MODEL_NAMES = {"lenet_mnist": "LeNet", "lenet_mnist_tanh": "LeNet (tanh)", "lenet_cifar": "LeNet", "resnet18": "ResNet-18",
                "resnet20": "ResNet-20", "resnet32": "ResNet-32", "resnet44": "ResNet-44",
                "resnet56": "ResNet-56", "resnet110": "ResNet-110"}
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
