@@ -114,30 +114,37 @@ def test_paper_config_lists_every_training_run():
 
 def test_extensions_study_trains_every_rule_and_runs_autoattack_in_its_own_folder():
     """config/extensions.yaml: valid against the schema file too, every registered rule
-    trained, PGD and AutoAttack under both gradients, the quick study's report, its own
-    results folder."""
+    trained on LeNet with tanh and on the quick study's ReLU LeNet, the tanh models attacked
+    with PGD and AutoAttack under both gradients, its own results folder."""
     import jsonschema
 
     raw = yaml.safe_load((ROOT / "config" / "extensions.yaml").read_text())
     config = study_config.validate_study(raw)
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     jsonschema.Draft202012Validator(schema).validate(raw)
-    [experiment] = config["experiments"]
-    assert set(experiment["methods"]) == set(METHODS)
+    tanh, relu = config["experiments"]
+    assert (tanh["models"], relu["models"]) == (["lenet_mnist_tanh"], ["lenet_mnist"])
     quick = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     assert config["results"] != quick["results"]
-    for key in ("dataset", "models", "epochs", "batch_size", "schedule", "layer"):
-        assert experiment[key] == quick["experiments"][0][key], key
+    for experiment in (tanh, relu):
+        assert set(experiment["methods"]) == set(METHODS)
+        for key in ("dataset", "epochs", "batch_size", "schedule", "layer"):
+            assert experiment[key] == quick["experiments"][0][key], key
+    assert relu["models"] == quick["experiments"][0]["models"]
+    assert [(t["model"], t["optimizer"]) for t in config["attacks"]["targets"]] == [
+        ("lenet_mnist_tanh", "sgd")]
 
     # every job, whatever an earlier run of the study left in its results folder
     result = snakemake(ROOT, "-n", "--forceall", "--configfile", "config/extensions.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = planned_jobs(result.stdout)
-    runs = len(experiment["methods"]) * len(experiment["seeds"])
-    assert sum(job["rule"] == "train" for job in jobs) == runs
+    runs = len(METHODS) * len(tanh["seeds"])
+    trained = [job["wildcards"]["model"] for job in jobs if job["rule"] == "train"]
+    assert sorted(trained) == ["lenet_mnist"] * runs + ["lenet_mnist_tanh"] * runs
     attacks = [job for job in jobs if job["rule"] == "attack"]
     assert len(attacks) == runs
     for job in attacks:
+        assert job["wildcards"]["model"] == "lenet_mnist_tanh"
         assert [Path(f).name for f in job["output"]] == [
             "pgd-feedback.csv", "pgd-true.csv", "autoattack-feedback.csv", "autoattack-true.csv"]
     figures = sorted(job["wildcards"]["figure"] for job in jobs if job["rule"] == "figure")
